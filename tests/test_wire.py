@@ -1,0 +1,123 @@
+"""The registry text format: quoting, unquoting and service listings."""
+import pytest
+from hypothesis import given, strategies as st
+
+from regmgr.errors import ProtocolError
+from regmgr.wire import (
+    format_attrs, format_service, normalize_attrs, parse_services, quote,
+    service_name_error, unquote,
+)
+
+words = st.text()
+names = st.text(min_size=1)
+
+
+@pytest.mark.parametrize("word, quoted", [
+    ("", "''"),
+    ("abc", "abc"),
+    ("a b", "'a b'"),
+    ("it's", "'it''s'"),
+    ("x\ny", "'x\ny'"),
+    ("tab\there", "'tab\there'"),
+    ("\x01", "'\x01'"),
+    ("\x7f", "\x7f"),
+    ("ünïcødé!/", "ünïcødé!/"),
+    ("'", "''''"),
+])
+def test_quote_examples(word, quoted):
+    assert quote(word) == quoted
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", []),
+    ("  \t\n ", []),
+    ("a b\tc\nd", ["a", "b", "c", "d"]),
+    ("a\rb", ["a\rb"]),
+    ("''", [""]),
+    ("'a b' c", ["a b", "c"]),
+    ("'it''s'", ["it's"]),
+    ("a'b c'd", ["ab cd"]),
+    ("'x\ny' z", ["x\ny", "z"]),
+    ("a 'b c", ["a", "b c"]),
+    ("'", [""]),
+    ("a'", ["a"]),
+    ("''''", ["'"]),
+])
+def test_unquote_examples(text, expected):
+    assert unquote(text) == expected
+
+
+@given(words)
+def test_unquote_inverts_quote(word):
+    assert unquote(quote(word)) == [word]
+
+
+@given(st.lists(words))
+def test_unquote_inverts_quoted_sequence(ws):
+    assert unquote(" ".join(quote(w) for w in ws)) == ws
+
+
+@given(st.text())
+def test_unquote_total(text):
+    assert all(isinstance(w, str) for w in unquote(text))
+
+
+@given(st.dictionaries(names, st.dictionaries(words, words)))
+def test_parse_services_round_trip(services):
+    text = "".join(format_service(n, a) for n, a in services.items())
+    assert parse_services(text) == services
+
+
+def test_format():
+    assert format_attrs({"a": "1", "b c": ""}) == "a 1 'b c' ''"
+    assert format_service("svc", {}) == "svc\n"
+    assert format_service("s", {"k": "x\ny"}) == "s k 'x\ny'\n"
+
+
+@pytest.mark.parametrize("text", [
+    "svc a 1",            # no final newline
+    "svc a\n",            # odd attributes
+    "\n",                 # empty line
+    "svc 'a\n",           # unterminated quote
+    "a\na\n",             # listed twice
+])
+def test_parse_services_rejects(text):
+    with pytest.raises(ProtocolError) as info:
+        parse_services(text)
+    assert info.value.data is not None
+
+
+@given(st.text())
+def test_parse_services_garbage_only_protocol_error(text):
+    try:
+        parse_services(text)
+    except ProtocolError:
+        pass
+
+
+@pytest.mark.parametrize("name, error", [
+    ("tcp!host!80", None),
+    (".", None),
+    ("..", None),
+    ("a b", "bad character in service name"),
+    ("a/b", "bad character in service name"),
+    ("a\x7f", "bad character in service name"),
+    ("a\x00", "bad character in service name"),
+    ("", "bad service name"),
+    ("new", "bad service name"),
+    ("index", "bad service name"),
+    ("find", "bad service name"),
+    ("event", "bad service name"),
+])
+def test_service_name_error(name, error):
+    assert service_name_error(name) == error
+
+
+def test_normalize_attrs():
+    assert normalize_attrs(None) == {}
+    assert normalize_attrs({"a": 1, "b": 2.5, "c": "x"}) == {"a": "1", "b": "2.5", "c": "x"}
+    for bad in ({"a": None}, {"a": True}, {1: "x"}, {"a": b"x"}):
+        with pytest.raises(TypeError):
+            normalize_attrs(bad)
+    with pytest.raises(TypeError):
+        normalize_attrs([("a", "b")])
