@@ -1,0 +1,90 @@
+"""One registry with its frontends, started and stopped as a unit.
+
+Used by ``regmgr serve`` and by :mod:`regmgr.testing`. A restart drops
+every service, as a real registry restart does, but keeps the ports.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Union
+
+from .db import load_db
+from .state import Registry
+from .tcp import TCPGateway
+
+log = logging.getLogger("regmgr.server")
+
+__all__ = ["EmbeddedRegistry"]
+
+
+class EmbeddedRegistry:
+    """A registry served on the three TCP gateway ports (0 = ephemeral)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        new_port: int = 6701,
+        find_port: int = 6702,
+        event_port: int = 6703,
+        dbfile: Optional[Union[str, os.PathLike]] = None,
+    ) -> None:
+        self.host = host
+        self.dbfile = dbfile
+        self._ports = {"new_port": new_port, "find_port": find_port, "event_port": event_port}
+        self.registry = Registry()
+        self._gateway: Optional[TCPGateway] = None
+
+    @property
+    def running(self) -> bool:
+        return self._gateway is not None
+
+    @property
+    def new_port(self) -> int:
+        return self._gateway.new_port if self._gateway else self._ports["new_port"]
+
+    @property
+    def find_port(self) -> int:
+        return self._gateway.find_port if self._gateway else self._ports["find_port"]
+
+    @property
+    def event_port(self) -> int:
+        return self._gateway.event_port if self._gateway else self._ports["event_port"]
+
+    def start(self) -> None:
+        """Load the database into a fresh registry and listen; OSError if a port is taken."""
+        if self._gateway is not None:
+            raise RuntimeError("registry already running")
+        self.registry = Registry()
+        if self.dbfile is not None:
+            count = load_db(self.registry, self.dbfile)
+            log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
+        gateway = TCPGateway(self.registry, self.host, **self._ports)
+        gateway.start()
+        self._gateway = gateway
+        # Remember the bound ports so that a restart comes back on the same ones.
+        self._ports = {"new_port": gateway.new_port, "find_port": gateway.find_port,
+                       "event_port": gateway.event_port}
+        log.info("registry listening on %s: new %d, find %d, event %d",
+                 self.host, self.new_port, self.find_port, self.event_port)
+
+    def stop(self) -> None:
+        """Close every port and connection; registrations over TCP are gone."""
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
+            log.info("registry stopped")
+
+    def restart(self) -> None:
+        """Stop, then start empty (plus the database) on the same ports."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> "EmbeddedRegistry":
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

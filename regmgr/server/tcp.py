@@ -1,0 +1,242 @@
+"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`Registry`.
+
+Inferno reaches its registry through three ``listen`` pipelines; this module
+serves the same three ports from gevent:
+
+* **new** — the first line names a service, later lines update it; the
+  connection is the registration, and any refused write closes it.
+* **find** — one line (the filter) in, the matching services out, closed.
+* **event** — ``READY\\n``, then one ``NNNNNNNN\\n`` per coalesced change.
+
+Nothing a client sends can crash the server or stall other clients: sizes
+are capped, the find port times out, and undecodable bytes become U+FFFD as
+Limbo's ``string`` conversion makes them.
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+from typing import Optional
+
+import gevent
+from gevent.event import Event
+from gevent.server import StreamServer
+from gevent.socket import socket as GeventSocket
+
+from ..errors import RegistryError
+from ..wire import record_ends
+from .state import Registry, parse_filter
+
+log = logging.getLogger("regmgr.server")
+
+__all__ = ["TCPGateway", "READY"]
+
+READY = b"READY\n"
+_CHUNK = 65536
+
+
+def _complete(buffer: bytes) -> int:
+    """Length of the part of ``buffer`` that ends with a newline outside quotes."""
+    end = 0
+    # latin-1 maps bytes one to one, so indices are byte offsets; ' and \n
+    # are ASCII and cannot occur inside a UTF-8 multibyte sequence.
+    for end in record_ends(buffer.decode("latin-1")):
+        pass
+    return end
+
+
+def _peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+class TCPGateway:
+    """Serve ``registry`` on three TCP ports (0 picks an ephemeral port).
+
+    ``owner`` is the user every TCP registration belongs to: as in Inferno,
+    where the listeners run as the user who started the registry.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        host: str = "127.0.0.1",
+        new_port: int = 6701,
+        find_port: int = 6702,
+        event_port: int = 6703,
+        *,
+        new_limit: int = 64 * 1024,
+        find_limit: int = 8 * 1024,
+        find_timeout: float = 10.0,
+        owner: Optional[str] = None,
+    ) -> None:
+        self.registry = registry
+        self.host = host
+        self.new_limit = new_limit
+        self.find_limit = find_limit
+        self.find_timeout = find_timeout
+        self.owner = owner if owner is not None else getpass.getuser()
+        self._servers = {
+            "new": StreamServer((host, new_port), self._serve_new),
+            "find": StreamServer((host, find_port), self._serve_find),
+            "event": StreamServer((host, event_port), self._serve_event),
+        }
+        self._clients: set[GeventSocket] = set()
+
+    @property
+    def new_port(self) -> int:
+        return self._servers["new"].server_port
+
+    @property
+    def find_port(self) -> int:
+        return self._servers["find"].server_port
+
+    @property
+    def event_port(self) -> int:
+        return self._servers["event"].server_port
+
+    def start(self) -> None:
+        """Bind and listen on all three ports; ``OSError`` if one is taken."""
+        started = []
+        try:
+            for name, server in self._servers.items():
+                try:
+                    server.start()
+                except OSError as err:
+                    host, port = server.address[:2]
+                    raise OSError(err.errno, f"cannot listen on {host}:{port} ({name} port): "
+                                             f"{err.strerror or err}") from err
+                started.append(server)
+        except BaseException:
+            for server in started:
+                server.stop()
+            raise
+
+    def stop(self) -> None:
+        """Close the listeners and every client connection, as a dying registry does."""
+        for server in self._servers.values():
+            server.close()
+        for sock in list(self._clients):
+            sock.close()
+        for server in self._servers.values():
+            server.stop(timeout=1)
+
+    # -- new -----------------------------------------------------------------
+
+    def _serve_new(self, sock: GeventSocket, address: object) -> None:
+        peer = _peer(address)
+        svc = self.registry.create(self.owner)
+        self._clients.add(sock)
+        buffer = b""
+        try:
+            while True:
+                data = sock.recv(_CHUNK)
+                if data:
+                    buffer += data
+                    end = _complete(buffer)
+                elif buffer:
+                    end = len(buffer)  # what is left at EOF is one last write
+                else:
+                    break
+                if end > self.new_limit or len(buffer) - end > self.new_limit:
+                    log.warning("new %s: message over %d bytes, closing", peer, self.new_limit)
+                    break
+                if end:
+                    message, buffer = buffer[:end], buffer[end:]
+                    named = svc.name is not None
+                    try:
+                        self.registry.write(svc, message.decode("utf-8", "replace"))
+                    except RegistryError as err:
+                        log.info("new %s: %s, closing", peer, err)
+                        break
+                    if not named:
+                        log.info("new %s: registered %r", peer, svc.name)
+                if not data:
+                    break
+        except OSError as err:
+            log.debug("new %s: %s", peer, err)
+        finally:
+            self._clients.discard(sock)
+            sock.close()
+            name = svc.name
+            self.registry.release(svc)
+            if name is not None:
+                log.info("new %s: connection closed, %r %s", peer, name,
+                         "kept (persist)" if not svc.removed else "unregistered")
+
+    # -- find ----------------------------------------------------------------
+
+    def _serve_find(self, sock: GeventSocket, address: object) -> None:
+        peer = _peer(address)
+        self._clients.add(sock)
+        sock.settimeout(self.find_timeout)
+        buffer = b""
+        try:
+            while True:
+                end = next(record_ends(buffer.decode("latin-1")), 0)
+                if end:
+                    buffer = buffer[:end]
+                    break
+                if len(buffer) > self.find_limit:
+                    log.warning("find %s: filter over %d bytes, closing", peer, self.find_limit)
+                    return
+                data = sock.recv(_CHUNK)
+                if not data:
+                    break
+                buffer += data
+            if len(buffer) > self.find_limit:
+                log.warning("find %s: filter over %d bytes, closing", peer, self.find_limit)
+                return
+            try:
+                pairs = parse_filter(buffer.decode("utf-8", "replace"))
+            except RegistryError as err:
+                log.info("find %s: %s, closing", peer, err)
+                return
+            sock.sendall(self.registry.find(pairs).encode("utf-8"))
+        except OSError as err:  # includes socket.timeout
+            log.info("find %s: %s, closing", peer, err or type(err).__name__)
+        finally:
+            self._clients.discard(sock)
+            sock.close()
+
+    # -- event ---------------------------------------------------------------
+
+    def _serve_event(self, sock: GeventSocket, address: object) -> None:
+        peer = _peer(address)
+        watcher = self.registry.watch()
+        changed = Event()
+        gone = Event()
+
+        def listener(version: int) -> None:
+            changed.set()
+
+        def drain() -> None:
+            """Ignore whatever the client sends; notice when it hangs up."""
+            try:
+                while sock.recv(_CHUNK):
+                    pass
+            except OSError:
+                pass
+            gone.set()
+            changed.set()
+
+        self._clients.add(sock)
+        self.registry.subscribe(listener)
+        reader = gevent.spawn(drain)
+        try:
+            sock.sendall(READY)
+            while not gone.is_set():
+                version = watcher.poll()
+                if version is None:
+                    changed.wait()
+                    changed.clear()
+                    continue
+                sock.sendall(b"%08d\n" % version)
+        except OSError as err:
+            log.debug("event %s: %s", peer, err)
+        finally:
+            self.registry.unsubscribe(listener)
+            self._clients.discard(sock)
+            reader.kill(block=False)
+            sock.close()

@@ -1,0 +1,191 @@
+"""Test helpers: a real registry in-process or as a child process, and fixtures.
+
+* :class:`RegistryServer` runs the embedded registry in this process on
+  ephemeral ports; ``restart()`` empties it and keeps the ports.
+* :class:`RegistryProcess` runs ``regmgr serve`` as a child process so a
+  test can SIGKILL it (the registry dies without closing anything
+  gracefully) and start it again on the same ports.
+
+Both are context managers. The pytest fixtures ``registry_server`` and
+``registry_process`` give a started one and stop it afterwards; this module
+is registered as a pytest plugin when regmgr is installed.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import sys
+from typing import Iterator, Optional, Union
+
+import gevent
+import gevent.event
+import gevent.socket
+from gevent import subprocess
+
+from .server import EmbeddedRegistry
+from .wire import parse_services
+
+__all__ = ["RegistryServer", "RegistryProcess", "registry_server", "registry_process", "find_over_tcp"]
+
+_LISTENING = re.compile(rb"registry listening on \S+: new (\d+), find (\d+), event (\d+)")
+
+
+def find_over_tcp(host: str, find_port: int, filter_line: str = "", timeout: float = 5.0
+                  ) -> dict[str, dict[str, str]]:
+    """One find through the gateway, with no client library in between."""
+    with gevent.socket.create_connection((host, find_port), timeout=timeout) as sock:
+        sock.sendall(filter_line.encode("utf-8") + b"\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return parse_services(b"".join(chunks).decode("utf-8"))
+
+
+class RegistryServer(EmbeddedRegistry):
+    """The embedded registry in this process, on ephemeral ports by default."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        new_port: int = 0,
+        find_port: int = 0,
+        event_port: int = 0,
+        dbfile: Optional[Union[str, os.PathLike]] = None,
+    ) -> None:
+        super().__init__(host, new_port=new_port, find_port=find_port,
+                         event_port=event_port, dbfile=dbfile)
+
+    def index(self) -> dict[str, dict[str, str]]:
+        """Every registered service, straight from the model."""
+        return parse_services(self.registry.index())
+
+
+class RegistryProcess:
+    """``regmgr serve`` in a child process, for outage tests that SIGKILL it."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        new_port: int = 0,
+        find_port: int = 0,
+        event_port: int = 0,
+        dbfile: Optional[Union[str, os.PathLike]] = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.host = host
+        self.new_port = new_port
+        self.find_port = find_port
+        self.event_port = event_port
+        self.dbfile = dbfile
+        self.startup_timeout = startup_timeout
+        self.proc: Optional[subprocess.Popen] = None
+        self._log: collections.deque[bytes] = collections.deque(maxlen=200)
+        self._drainer: Optional[gevent.Greenlet] = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def output(self) -> str:
+        """The last lines the child logged (for failure messages)."""
+        return b"".join(self._log).decode("utf-8", "replace")
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "regmgr", "serve", "--host", self.host,
+               "--new-port", str(self.new_port), "--find-port", str(self.find_port),
+               "--event-port", str(self.event_port)]
+        if self.dbfile is not None:
+            cmd += ["-f", os.fspath(self.dbfile)]
+        return cmd
+
+    def start(self) -> None:
+        """Start the child and wait until its ports accept connections."""
+        if self.running:
+            raise RuntimeError("registry process already running")
+        self._log.clear()
+        proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = proc
+        ready = gevent.event.AsyncResult()
+        self._drainer = gevent.spawn(self._drain, proc, ready)
+        try:
+            ports = ready.get(timeout=self.startup_timeout)
+        except BaseException:
+            self.kill()
+            raise
+        if ports is None:
+            proc.wait()
+            raise RuntimeError(f"regmgr serve exited with status {proc.returncode}:\n{self.output}")
+        self.new_port, self.find_port, self.event_port = ports
+
+    def _drain(self, proc: subprocess.Popen, ready: gevent.event.AsyncResult) -> None:
+        """Read the child's log: report its ports once, keep the pipe from filling."""
+        for line in proc.stderr:
+            self._log.append(line)
+            match = _LISTENING.search(line)
+            if match and not ready.ready():
+                ready.set(tuple(int(p) for p in match.groups()))
+        if not ready.ready():
+            ready.set(None)
+
+    def _end(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
+        self.proc.stderr.close()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the registry vanishes without a word, like a crash."""
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown."""
+        self._end(signal.SIGTERM)
+
+    def restart(self) -> None:
+        """SIGKILL, then start again on the same ports."""
+        self.kill()
+        self.start()
+
+    def index(self) -> dict[str, dict[str, str]]:
+        """Every registered service, through the find port."""
+        return find_over_tcp(self.host, self.find_port)
+
+    def __enter__(self) -> "RegistryProcess":
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is only needed for the fixtures
+    pass
+else:
+    @pytest.fixture
+    def registry_server() -> Iterator[RegistryServer]:
+        """A started in-process registry on ephemeral ports."""
+        with RegistryServer() as server:
+            yield server
+
+    @pytest.fixture
+    def registry_process() -> Iterator[RegistryProcess]:
+        """A started ``regmgr serve`` child process on ephemeral ports."""
+        with RegistryProcess() as process:
+            yield process
