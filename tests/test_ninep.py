@@ -1,0 +1,349 @@
+"""The 9P2000 codec: byte layout, round-trips, and refusal of malformed frames."""
+from typing import get_args
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from regmgr.errors import ProtocolError
+from regmgr.ninep import (
+    DMDIR, IOHDRSZ, MAXWELEM, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OREAD,
+    OTRUNC, OWRITE, QTDIR, QTFILE, VERSION, Decoder, Message, NinepError, Qid,
+    Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Ropen, Rread, Rremove,
+    Rstat, Rversion, Rwalk, Rwrite, Rwstat, Stat, Tattach, Tauth, Tclunk,
+    Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite,
+    Twstat, decode_stats, encode, encode_stat,
+)
+
+u8 = st.integers(0, 0xFF)
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFFFFFF)
+u64 = st.integers(0, 0xFFFFFFFFFFFFFFFF)
+text = st.text(max_size=20)
+data = st.binary(max_size=64)
+qids = st.builds(Qid, u8, u32, u64)
+stats = st.builds(Stat, u16, u32, qids, u32, u32, u32, u64, text, text, text, text)
+
+STRATEGIES = {
+    Tversion: st.builds(Tversion, u16, u32, text),
+    Rversion: st.builds(Rversion, u16, u32, text),
+    Tauth: st.builds(Tauth, u16, u32, text, text),
+    Rauth: st.builds(Rauth, u16, qids),
+    Tattach: st.builds(Tattach, u16, u32, u32, text, text),
+    Rattach: st.builds(Rattach, u16, qids),
+    Rerror: st.builds(Rerror, u16, text),
+    Tflush: st.builds(Tflush, u16, u16),
+    Rflush: st.builds(Rflush, u16),
+    Twalk: st.builds(Twalk, u16, u32, u32, st.lists(text, max_size=MAXWELEM).map(tuple)),
+    Rwalk: st.builds(Rwalk, u16, st.lists(qids, max_size=MAXWELEM).map(tuple)),
+    Topen: st.builds(Topen, u16, u32, u8),
+    Ropen: st.builds(Ropen, u16, qids, u32),
+    Tcreate: st.builds(Tcreate, u16, u32, text, u32, u8),
+    Rcreate: st.builds(Rcreate, u16, qids, u32),
+    Tread: st.builds(Tread, u16, u32, u64, u32),
+    Rread: st.builds(Rread, u16, data),
+    Twrite: st.builds(Twrite, u16, u32, u64, data),
+    Rwrite: st.builds(Rwrite, u16, u32),
+    Tclunk: st.builds(Tclunk, u16, u32),
+    Rclunk: st.builds(Rclunk, u16),
+    Tremove: st.builds(Tremove, u16, u32),
+    Rremove: st.builds(Rremove, u16),
+    Tstat: st.builds(Tstat, u16, u32),
+    Rstat: st.builds(Rstat, u16, stats),
+    Twstat: st.builds(Twstat, u16, u32, stats),
+    Rwstat: st.builds(Rwstat, u16),
+}
+messages = st.one_of(*STRATEGIES.values())
+BIG_MSIZE = 1 << 20  # random messages may exceed the default 8192
+
+
+def test_every_message_type_has_a_strategy():
+    assert set(STRATEGIES) == set(get_args(Message))
+    assert len(STRATEGIES) == 27
+
+
+def chunked(stream, cuts):
+    points = [0, *sorted(cuts), len(stream)]
+    return [stream[a:b] for a, b in zip(points, points[1:])]
+
+
+def decode_all(decoder, chunks):
+    out = []
+    for chunk in chunks:
+        decoder.feed(chunk)
+        while (msg := decoder.next_message()) is not None:
+            out.append(msg)
+    return out
+
+
+@pytest.mark.parametrize("cls", list(STRATEGIES), ids=lambda cls: cls.__name__)
+@settings(max_examples=25, deadline=None)
+@given(draw=st.data())
+def test_round_trip_each_type(cls, draw):
+    msg = draw.draw(STRATEGIES[cls])
+    frame = encode(msg)
+    cuts = draw.draw(st.lists(st.integers(0, len(frame)), max_size=6))
+    decoder = Decoder(BIG_MSIZE)
+    assert decode_all(decoder, chunked(frame, cuts)) == [msg]
+    assert decoder.buffered == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(messages, min_size=1, max_size=6), st.data())
+def test_round_trip_stream_in_random_chunks(msgs, draw):
+    stream = b"".join(encode(m) for m in msgs)
+    cuts = draw.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+    assert decode_all(Decoder(BIG_MSIZE), chunked(stream, cuts)) == msgs
+
+
+@settings(max_examples=100, deadline=None)
+@given(stats)
+def test_stat_round_trip(stat):
+    assert Stat.decode(stat.encode()) == stat
+    assert encode_stat(stat) == stat.encode()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(stats, max_size=5))
+def test_directory_data_round_trip(entries):
+    assert decode_stats(b"".join(encode_stat(s) for s in entries)) == entries
+
+
+def test_messages_are_hashable_values():
+    assert Tclunk(1, 2) == Tclunk(1, 2)
+    assert Rflush(1) != Rclunk(1)
+    assert len({Twalk(1, 0, 1, ("a",)), Twalk(1, 0, 1, ("a",))}) == 1
+    with pytest.raises(AttributeError):
+        Tclunk(1, 2).fid = 3  # type: ignore[misc]
+
+
+# --- pinned byte layout (hand-computed from intro(5)) ---------------------
+
+ROOT_STAT = Stat(
+    type=0, dev=0, qid=Qid(QTDIR, 0, 0), mode=DMDIR | 0o555, atime=1, mtime=2,
+    length=0, name=".", uid="u", gid="g", muid="",
+)
+
+
+@pytest.mark.parametrize("msg, hexbytes", [
+    (Tversion(NOTAG, 8192, "9P2000"),
+     "13000000 64 ffff 00200000 0600 395032303030"),
+    (Tattach(0, 0, NOFID, "me", ""),
+     "15000000 68 0000 00000000 ffffffff 0200 6d65 0000"),
+    (Twalk(1, 0, 1, ("new",)),
+     "16000000 6e 0100 00000000 01000000 0100 0300 6e6577"),
+    (Rwalk(1, (Qid(0, 1, 2),)),
+     "16000000 6f 0100 0100 00 01000000 0200000000000000"),
+    (Topen(2, 1, OWRITE | ORCLOSE),
+     "0c000000 70 0200 01000000 41"),
+    (Tread(3, 1, 0x0102030405060708, 8192),
+     "17000000 74 0300 01000000 0807060504030201 00200000"),
+    (Rread(3, b"ab"),
+     "0d000000 75 0300 02000000 6162"),
+    (Rerror(4, "no"),
+     "0b000000 6b 0400 0200 6e6f"),
+    (Tflush(5, 3),
+     "09000000 6c 0500 0300"),
+    (Rclunk(6),
+     "07000000 79 0600"),
+    (Rstat(4, ROOT_STAT),
+     "3d000000 7d 0400 3400"  # frame header, then the extra n[2] = 52
+     " 3200 0000 00000000 80 00000000 0000000000000000"  # size type dev qid
+     " 6d010080 01000000 02000000 0000000000000000"  # mode atime mtime length
+     " 0100 2e 0100 75 0100 67 0000"),  # name uid gid muid
+], ids=lambda v: type(v).__name__ if not isinstance(v, str) else "")
+def test_pinned_bytes(msg, hexbytes):
+    frame = bytes.fromhex(hexbytes)
+    assert encode(msg) == frame
+    decoder = Decoder()
+    decoder.feed(frame)
+    assert decoder.next_message() == msg
+
+
+def test_constants():
+    assert (NOTAG, NOFID) == (0xFFFF, 0xFFFFFFFF)
+    assert (OREAD, OWRITE, ORDWR, OEXEC, OTRUNC, ORCLOSE) == (0, 1, 2, 3, 0x10, 0x40)
+    assert (QTDIR, QTFILE, DMDIR) == (0x80, 0, 0x80000000)
+    assert (VERSION, MAXWELEM, IOHDRSZ) == ("9P2000", 16, 24)
+
+
+def test_iohdrsz_leaves_room_for_io_headers():
+    msize = 8192
+    body = b"x" * (msize - IOHDRSZ)
+    assert len(encode(Twrite(0, 0, 0, body), msize)) <= msize
+    assert len(encode(Rread(0, body), msize)) <= msize
+
+
+# --- the decoder refuses malformed input ----------------------------------
+
+def frame(type_code, body, tag=0):
+    return (7 + len(body)).to_bytes(4, "little") + bytes([type_code]) + tag.to_bytes(2, "little") + body
+
+
+def expect_error(stream, msize=8192):
+    decoder = Decoder(msize)
+    with pytest.raises(NinepError) as info:
+        decode_all(decoder, [stream])
+    assert isinstance(info.value, ProtocolError)
+    return decoder
+
+
+def test_oversize_frame_refused_as_soon_as_size_arrives():
+    decoder = Decoder(msize=100)
+    decoder.feed((101).to_bytes(4, "little"))
+    with pytest.raises(NinepError):
+        decoder.next_message()
+
+
+def test_frame_of_exactly_msize_accepted():
+    msg = Rread(0, b"x" * 89)
+    decoder = Decoder(msize=100)
+    decoder.feed(encode(msg))
+    assert decoder.next_message() == msg
+
+
+@pytest.mark.parametrize("stream", [
+    pytest.param(b"\x06\x00\x00\x00", id="size-below-header"),
+    pytest.param(b"\x00\x00\x00\x00", id="size-zero"),
+    pytest.param(frame(106, b""), id="no-Terror"),
+    pytest.param(frame(0, b""), id="type-0"),
+    pytest.param(frame(200, b""), id="type-200"),
+    pytest.param(frame(100, b"\x00\x20\x00\x00\x06\x009P20"), id="string-past-frame"),
+    pytest.param(frame(100, b"\x00\x20\x00"), id="int-past-frame"),
+    pytest.param(frame(120, b"\x01\x00\x00\x00\x00"), id="trailing-byte"),
+    pytest.param(frame(121, b"\x00"), id="trailing-on-empty"),
+    pytest.param(frame(117, b"\x05\x00\x00\x00abc"), id="data-past-frame"),
+    pytest.param(frame(107, b"\x02\x00\xff\xfe"), id="bad-utf8"),
+    pytest.param(frame(107, b"\x02\x00\xed\xa0"), id="truncated-utf8"),
+    pytest.param(frame(110, b"\0" * 8 + b"\x11\x00" + b"\x00\x00" * 17), id="nwname-17"),
+    pytest.param(frame(111, b"\x11\x00" + b"\0" * 13 * 17), id="nwqid-17"),
+    pytest.param(frame(125, b"\x04\x00" + b"\x03\x00\0\0\0\0"), id="stat-size-mismatch"),
+    pytest.param(frame(125, b"\x03\x00\x01\x00\0"), id="stat-truncated"),
+    pytest.param(frame(125, b"\x36\x00" + encode_stat(ROOT_STAT) + b"\0\0"), id="stat-trailing"),
+    pytest.param(frame(125, b"\x34\x00" + encode_stat(ROOT_STAT)[:-2] + b"\x01\x00"),
+                 id="stat-string-past-entry"),
+])
+def test_malformed_frame(stream):
+    expect_error(stream)
+
+
+def test_decoder_stays_broken():
+    decoder = expect_error(frame(106, b""))
+    with pytest.raises(NinepError):
+        decoder.next_message()
+    with pytest.raises(NinepError):
+        decoder.feed(encode(Rclunk(0)))
+
+
+def test_good_frames_before_a_bad_one_are_returned():
+    decoder = Decoder()
+    decoder.feed(encode(Rclunk(1)) + frame(106, b""))
+    assert decoder.next_message() == Rclunk(1)
+    with pytest.raises(NinepError):
+        decoder.next_message()
+
+
+def test_partial_frame_waits_and_counts_buffered_bytes():
+    whole = encode(Rerror(7, "permission denied"))
+    decoder = Decoder()
+    decoder.feed(whole[:10])
+    assert decoder.next_message() is None
+    assert decoder.buffered == 10
+    decoder.feed(whole[10:])
+    assert decoder.next_message() == Rerror(7, "permission denied")
+    assert decoder.buffered == 0
+
+
+def test_msize_is_settable_after_negotiation():
+    big = encode(Rread(0, b"x" * 10000))
+    decoder = Decoder()
+    decoder.msize = 65560
+    decoder.feed(big)
+    assert decoder.next_message() == Rread(0, b"x" * 10000)
+    expect_error(big)  # the default msize 8192 refuses it
+    with pytest.raises(ValueError):
+        decoder.msize = 6
+
+
+def test_decode_stats_refuses_cut_entry():
+    with pytest.raises(NinepError):
+        decode_stats(encode_stat(ROOT_STAT)[:-1])
+    with pytest.raises(NinepError):
+        decode_stats(b"\x00")
+    with pytest.raises(NinepError):
+        Stat.decode(encode_stat(ROOT_STAT) + b"\0")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.data())
+def test_arbitrary_bytes_raise_only_ninep_error(junk, draw):
+    cuts = draw.draw(st.lists(st.integers(0, len(junk)), max_size=5))
+    try:
+        decode_all(Decoder(), chunked(junk, cuts))
+    except NinepError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(100, 127), u8), st.binary(max_size=120))
+def test_random_bodies_raise_only_ninep_error(type_code, body):
+    try:
+        decode_all(Decoder(), [frame(type_code, body)])
+    except NinepError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages, st.data())
+def test_mutated_frames_raise_only_ninep_error(msg, draw):
+    raw = bytearray(encode(msg))
+    for _ in range(draw.draw(st.integers(1, 4))):
+        pos = draw.draw(st.integers(4, len(raw) - 1))
+        raw[pos] = draw.draw(u8)
+    cut = draw.draw(st.integers(7, len(raw)))
+    mutated = len(raw[:cut]).to_bytes(4, "little") + bytes(raw[4:cut])
+    try:
+        decode_all(Decoder(BIG_MSIZE), [mutated])
+    except NinepError:
+        pass
+
+
+# --- encode refuses values that cannot be sent ----------------------------
+
+@pytest.mark.parametrize("msg", [
+    pytest.param(Rerror(0, "x" * 65536), id="string-too-long"),
+    pytest.param(Rerror(0, "é" * 32768), id="string-too-long-in-utf8"),
+    pytest.param(Rerror(0, "\ud800"), id="surrogate"),
+    pytest.param(Twalk(0, 0, 1, ("a",) * (MAXWELEM + 1)), id="17-wnames"),
+    pytest.param(Rwalk(0, (Qid(0, 0, 0),) * (MAXWELEM + 1)), id="17-qids"),
+    pytest.param(Tclunk(0x10000, 0), id="tag-too-big"),
+    pytest.param(Tclunk(0, -1), id="negative-fid"),
+    pytest.param(Topen(0, 0, 0x100), id="mode-too-big"),
+    pytest.param(Rattach(0, Qid(0x100, 0, 0)), id="qid-type-too-big"),
+])
+def test_encode_refuses_out_of_range(msg):
+    with pytest.raises(ValueError):
+        encode(msg)
+
+
+@pytest.mark.parametrize("msg", [
+    pytest.param(Twalk(0, 0, 1, ["a"]), id="wnames-list"),  # type: ignore[arg-type]
+    pytest.param(Rerror(0, b"bytes"), id="bytes-for-str"),  # type: ignore[arg-type]
+    pytest.param(Twrite(0, 0, 0, "text"), id="str-for-bytes"),  # type: ignore[arg-type]
+    pytest.param(Tclunk(0, "1"), id="str-for-int"),  # type: ignore[arg-type]
+    pytest.param(Rstat(0, None), id="no-stat"),  # type: ignore[arg-type]
+])
+def test_encode_refuses_wrong_kinds(msg):
+    with pytest.raises(TypeError):
+        encode(msg)
+
+
+def test_encode_refuses_non_message():
+    with pytest.raises(TypeError):
+        encode(ROOT_STAT)  # type: ignore[arg-type]
+
+
+def test_encode_checks_msize():
+    msg = Rread(0, b"x" * 100)
+    assert len(encode(msg, msize=111)) == 111
+    with pytest.raises(ValueError):
+        encode(msg, msize=110)
