@@ -52,7 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.start()
     except (OSError, RegmgrError) as err:
-        print(f"regmgr serve: {err}", file=sys.stderr)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        print(f"regmgr serve: {reason}", file=sys.stderr)
         return 1
     try:
         _wait_for_signal()

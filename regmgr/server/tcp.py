@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 from typing import Optional
 
 import gevent
@@ -105,8 +106,9 @@ class TCPGateway:
                     server.start()
                 except OSError as err:
                     host, port = server.address[:2]
+                    reason = os.strerror(err.errno) if err.errno else str(err)
                     raise OSError(err.errno, f"cannot listen on {host}:{port} ({name} port): "
-                                             f"{err.strerror or err}") from err
+                                             f"{reason}") from err
                 started.append(server)
         except BaseException:
             for server in started:

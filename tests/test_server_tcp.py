@@ -1,0 +1,346 @@
+"""The three-port gateway over real sockets: every fact of registry4.md §2-6."""
+import gevent
+import gevent.socket
+import pytest
+
+from regmgr.server.tcp import TCPGateway
+from regmgr.server.state import Registry
+from regmgr.testing import RegistryServer
+
+from serverutil import closed_by_server, connect, eventually, find, find_raw, register
+
+
+def registered(server, name):
+    return name in find(server)
+
+
+# -- §2 text format -----------------------------------------------------------
+
+def test_output_quoting(registry_server):
+    sock = register(registry_server, "s e '' sp 'a b' q 'it''s' nl 'x\ny' u ünï tab 'a\tb'\n".encode())
+    eventually(lambda: registered(registry_server, "s"))
+    raw = find_raw(registry_server).decode()
+    assert raw.startswith("s ")
+    for piece in ("e ''", "sp 'a b'", "q 'it''s'", "nl 'x\ny'", "u ünï", "tab 'a\tb'"):
+        assert piece in raw
+    assert find(registry_server)["s"] == {"e": "", "sp": "a b", "q": "it's", "nl": "x\ny",
+                                          "u": "ünï", "tab": "a\tb"}
+    sock.close()
+
+
+def test_input_unquoting(registry_server):
+    sock = register(registry_server, b"s a'b c'd 'v w' cr x\ry\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find(registry_server)["s"] == {"ab cd": "v w", "cr": "x\ry"}
+    sock.close()
+
+
+def test_unbalanced_quote_is_closed_at_end_of_input(registry_server):
+    # The newline is inside the open quote, so the message only ends at EOF;
+    # persist keeps the service once the connection is gone.
+    sock = register(registry_server, b"s persist 1 last 'open value\n")
+    sock.shutdown(gevent.socket.SHUT_WR)
+    eventually(lambda: registered(registry_server, "s"))
+    assert find(registry_server)["s"] == {"persist": "1", "last": "open value\n"}
+    sock.close()
+
+
+# -- §3 registering -----------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    b"a\x01b x y\n", b"a/b\n", b"a\x7fb\n", b"a\x00b\n", b"'a b'\n",
+    b"new\n", b"event\n", b"find\n", b"index\n", b"''\n", b"\n", b"   \n",
+])
+def test_refused_names_close_the_connection(registry_server, line):
+    sock = register(registry_server, line)
+    assert closed_by_server(sock)
+    assert find(registry_server) == {}
+
+
+def test_duplicate_name_closes_the_second(registry_server):
+    first = register(registry_server, b"dup a 1\n")
+    eventually(lambda: registered(registry_server, "dup"))
+    second = register(registry_server, b"dup a 2\n")
+    assert closed_by_server(second)
+    assert find(registry_server) == {"dup": {"a": "1"}}
+    assert not closed_by_server(first, timeout=0.2)
+
+
+def test_odd_pairs_close_and_unregister(registry_server):
+    sock = register(registry_server, b"s a 1\n")
+    eventually(lambda: registered(registry_server, "s"))
+    sock.sendall(b"b\n")
+    assert closed_by_server(sock)
+    eventually(lambda: not registered(registry_server, "s"))
+
+
+def test_empty_update_unregisters(registry_server):
+    sock = register(registry_server, b"s a 1\n")
+    eventually(lambda: registered(registry_server, "s"))
+    sock.sendall(b"\n")
+    assert closed_by_server(sock)
+    eventually(lambda: not registered(registry_server, "s"))
+
+
+def test_updates_add_and_change_in_inferno_order(registry_server):
+    sock = register(registry_server, b"s z 1\n")
+    for line in (b"a 1\n", b"y 1\n", b"x 1\n", b"a 2\n"):
+        eventually(lambda: registered(registry_server, "s"))
+        sock.sendall(line)
+        gevent.sleep(0.02)
+    eventually(lambda: find(registry_server)["s"].get("a") == "2")
+    assert find_raw(registry_server) == b"s y 1 x 1 a 2 z 1\n"
+    sock.close()
+
+
+@pytest.mark.parametrize("first, later, persists", [
+    (b"s persist 1\n", b"", True),
+    (b"s persist 0\n", b"", False),
+    (b"s persist abc\n", b"", False),
+    (b"s a 1\n", b"persist 1\n", True),
+    (b"s\n", b"", False),
+])
+def test_lifetime_and_persist(registry_server, first, later, persists):
+    sock = register(registry_server, first)
+    if later:
+        eventually(lambda: registered(registry_server, "s"))
+        sock.sendall(later)
+        eventually(lambda: "persist" in find(registry_server).get("s", {}))
+    eventually(lambda: registered(registry_server, "s"))
+    sock.close()
+    gevent.sleep(0.1)
+    assert registered(registry_server, "s") == persists
+
+
+def test_dot_names_are_accepted(registry_server):
+    socks = [register(registry_server, b".\n"), register(registry_server, b"..\n")]
+    eventually(lambda: set(find(registry_server)) == {".", ".."})
+    for sock in socks:
+        sock.close()
+
+
+def test_lines_arriving_together_are_one_write(registry_server):
+    events = connect(registry_server.event_port)
+    assert events.recv(6) == b"READY\n"
+    sock = register(registry_server, b"s a 1\nb 2\nc 3\n")
+    assert events.recv(9) == b"00000001\n"
+    eventually(lambda: find(registry_server).get("s") == {"a": "1", "b": "2", "c": "3"})
+    sock.close()
+    events.close()
+
+
+def test_message_split_across_sends_is_applied_whole(registry_server):
+    sock = register(registry_server, b"s a 'x")
+    gevent.sleep(0.05)
+    sock.sendall(b"\ny'\n")
+    eventually(lambda: find(registry_server).get("s") == {"a": "x\ny"})
+    sock.close()
+
+
+def test_non_utf8_bytes_become_replacement_characters(registry_server):
+    sock = register(registry_server, b"s v \xff\xfe\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find(registry_server)["s"] == {"v": "\ufffd\ufffd"}
+    sock.close()
+
+
+def test_nul_in_value_is_quoted(registry_server):
+    sock = register(registry_server, b"s v a\x00b\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find_raw(registry_server) == b"s v 'a\x00b'\n"
+    sock.close()
+
+
+# -- §4 find ------------------------------------------------------------------
+
+def test_filters_over_find_port(registry_server):
+    socks = [register(registry_server, line) for line in
+             (b"s1 proto http port 80\n", b"s2 proto HTTP\n", b"s3 port 81\n")]
+    eventually(lambda: len(find(registry_server)) == 3)
+    assert set(find(registry_server, "proto http")) == {"s1"}
+    assert set(find(registry_server, "proto *")) == {"s1", "s2"}
+    assert set(find(registry_server, "proto * port 80")) == {"s1"}
+    assert set(find(registry_server, "nosuch *")) == set()
+    assert find_raw(registry_server, b"nosuch x\n") == b""
+    for sock in socks:
+        sock.close()
+
+
+def test_unnamed_services_never_listed(registry_server):
+    sock = connect(registry_server.new_port)
+    gevent.sleep(0.05)
+    assert len(registry_server.registry._slots) == 1
+    assert find_raw(registry_server) == b""
+    sock.close()
+
+
+def test_odd_filter_closes_without_reply(registry_server):
+    sock = register(registry_server, b"s a 1\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find_raw(registry_server, b"a\n") == b""
+    sock.close()
+
+
+def test_half_close_without_filter_lists_all(registry_server):
+    sock = register(registry_server, b"s a 1\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find_raw(registry_server, b"", half_close=True) == b"s a 1\n"
+    sock.close()
+
+
+def test_filter_without_newline_at_eof(registry_server):
+    sock = register(registry_server, b"s a 1\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find_raw(registry_server, b"a 1", half_close=True) == b"s a 1\n"
+    sock.close()
+
+
+def test_listing_order_after_removal(registry_server):
+    socks = [register(registry_server, n + b"\n") for n in (b"a", b"b", b"c")]
+    eventually(lambda: len(find(registry_server)) == 3)
+    assert find_raw(registry_server) == b"a\nb\nc\n"
+    socks[0].close()
+    eventually(lambda: len(find(registry_server)) == 2)
+    assert find_raw(registry_server) == b"c\nb\n"
+
+
+# -- §5 and §6 event ----------------------------------------------------------
+
+def read_line(sock):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        assert chunk, "event connection closed"
+        data += chunk
+    return data
+
+
+def test_event_ready_then_versions(registry_server):
+    events = connect(registry_server.event_port)
+    assert read_line(events) == b"READY\n"
+    sock = register(registry_server, b"s a 1\n")
+    assert read_line(events) == b"00000001\n"
+    sock.sendall(b"b 2\n")
+    assert read_line(events) == b"00000002\n"
+    sock.close()
+    assert read_line(events) == b"00000003\n"
+    events.close()
+
+
+def test_event_coalesces_changes_while_client_is_busy():
+    registry = Registry()
+    gateway = TCPGateway(registry, new_port=0, find_port=0, event_port=0)
+    gateway.start()
+    try:
+        events = connect(gateway.event_port)
+        assert read_line(events) == b"READY\n"
+        svc = registry.create("me")
+        for i in range(50):
+            registry.write(svc, f"s{'' if i else ''} a {i}" if i == 0 else f"a {i}")
+        gevent.sleep(0.05)
+        assert read_line(events) == b"00000050\n"
+        events.settimeout(0.2)
+        with pytest.raises(OSError):
+            events.recv(1)
+    finally:
+        gateway.stop()
+
+
+def test_event_ignores_client_bytes(registry_server):
+    events = connect(registry_server.event_port)
+    assert read_line(events) == b"READY\n"
+    events.sendall(b"garbage \xff\x00\n" * 1000)
+    sock = register(registry_server, b"s\n")
+    assert read_line(events) == b"00000001\n"
+    sock.close()
+    events.close()
+
+
+def test_event_closed_when_registry_dies(registry_process):
+    events = connect(registry_process.event_port)
+    assert read_line(events) == b"READY\n"
+    registry_process.kill()
+    assert closed_by_server(events)
+
+
+def test_restart_on_same_ports_comes_back_empty(registry_process):
+    sock = register(registry_process, b"s a 1\n")
+    eventually(lambda: registered(registry_process, "s"))
+    ports = (registry_process.new_port, registry_process.find_port, registry_process.event_port)
+    registry_process.restart()
+    assert (registry_process.new_port, registry_process.find_port, registry_process.event_port) == ports
+    assert registry_process.index() == {}
+    assert closed_by_server(sock)
+
+
+def test_in_process_restart_keeps_ports():
+    with RegistryServer() as server:
+        ports = (server.new_port, server.find_port, server.event_port)
+        sock = register(server, b"s\n")
+        eventually(lambda: registered(server, "s"))
+        server.restart()
+        assert (server.new_port, server.find_port, server.event_port) == ports
+        assert find(server) == {}
+        assert closed_by_server(sock)
+
+
+# -- limits and garbage ---------------------------------------------------------
+
+def test_oversized_message_on_new_closes():
+    registry = Registry()
+    gateway = TCPGateway(registry, new_port=0, find_port=0, event_port=0, new_limit=1024)
+    gateway.start()
+    try:
+        sock = connect(gateway.new_port)
+        try:
+            sock.sendall(b"s v " + b"x" * 5000)
+        except OSError:
+            pass
+        assert closed_by_server(sock)
+        assert registry.index() == ""
+    finally:
+        gateway.stop()
+
+
+def test_default_new_limit_is_64k(registry_server):
+    sock = register(registry_server, b"s v " + b"x" * 60000 + b"\n")
+    eventually(lambda: registered(registry_server, "s"))
+    sock.close()
+    sock = register(registry_server, b"t v " + b"x" * 70000 + b"\n")
+    assert closed_by_server(sock)
+    assert not registered(registry_server, "t")
+
+
+def test_oversized_find_closes(registry_server):
+    sock = register(registry_server, b"s\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find_raw(registry_server, b"a " + b"x" * 9000 + b"\n") == b""
+    sock.close()
+
+
+def test_silent_find_times_out_and_others_are_served():
+    registry = Registry()
+    gateway = TCPGateway(registry, new_port=0, find_port=0, event_port=0, find_timeout=0.3)
+    gateway.start()
+    try:
+        idle = connect(gateway.find_port)
+        assert find_raw(gateway, b"\n") == b""  # another client is not stalled
+        assert closed_by_server(idle, timeout=3)
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize("port", ["new_port", "find_port", "event_port"])
+def test_garbage_never_crashes_the_server(registry_server, port):
+    import random
+    rng = random.Random(port)
+    for _ in range(20):
+        sock = connect(getattr(registry_server, port))
+        try:
+            sock.sendall(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+        except OSError:
+            pass
+        sock.close()
+    keeper = register(registry_server, b"alive\n")
+    eventually(lambda: registered(registry_server, "alive"))
+    keeper.close()
