@@ -97,8 +97,8 @@ def record_ends(text: str) -> Iterator[int]:
     """Yield the index just past every newline that lies outside quotes.
 
     A service line ends at such a newline; a newline inside quotes belongs
-    to a value. The server uses this to cut a TCP stream into messages and
-    :func:`parse_services` to cut ``index`` output into service lines.
+    to a value. :func:`parse_services` uses it to cut ``index`` output into
+    service lines.
     """
     inquote = False
     for i, c in enumerate(text):

@@ -36,12 +36,30 @@ def test_input_unquoting(registry_server):
 
 
 def test_unbalanced_quote_is_closed_at_end_of_input(registry_server):
-    # The newline is inside the open quote, so the message only ends at EOF;
-    # persist keeps the service once the connection is gone.
-    sock = register(registry_server, b"s persist 1 last 'open value\n")
+    sock = register(registry_server, b"s last 'open value\n")
+    eventually(lambda: registered(registry_server, "s"))
+    assert find(registry_server)["s"] == {"last": "open value\n"}
+    sock.close()
+
+
+def test_lone_quote_is_a_bad_name(registry_server):
+    sock = register(registry_server, b"'\n")  # unquotes to the name "\n"
+    assert closed_by_server(sock)
+
+
+def test_partial_line_waits_for_its_newline(registry_server):
+    sock = register(registry_server, b"s a 'x")
+    gevent.sleep(0.05)
+    assert not registered(registry_server, "s")
+    sock.sendall(b" y'\n")
+    eventually(lambda: find(registry_server).get("s") == {"a": "x y"})
+    sock.close()
+
+
+def test_last_partial_line_is_written_at_eof(registry_server):
+    sock = register(registry_server, b"s persist 1")
     sock.shutdown(gevent.socket.SHUT_WR)
     eventually(lambda: registered(registry_server, "s"))
-    assert find(registry_server)["s"] == {"persist": "1", "last": "open value\n"}
     sock.close()
 
 
@@ -129,10 +147,8 @@ def test_lines_arriving_together_are_one_write(registry_server):
     events.close()
 
 
-def test_message_split_across_sends_is_applied_whole(registry_server):
-    sock = register(registry_server, b"s a 'x")
-    gevent.sleep(0.05)
-    sock.sendall(b"\ny'\n")
+def test_quoted_newline_in_one_send_is_one_value(registry_server):
+    sock = register(registry_server, b"s a 'x\ny'\n")
     eventually(lambda: find(registry_server).get("s") == {"a": "x\ny"})
     sock.close()
 

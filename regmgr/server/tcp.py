@@ -4,7 +4,9 @@ Inferno reaches its registry through three ``listen`` pipelines; this module
 serves the same three ports from gevent:
 
 * **new** — the first line names a service, later lines update it; the
-  connection is the registration, and any refused write closes it.
+  connection is the registration, and any refused write closes it. Lines
+  that arrive together are one write, as in Inferno, where each TCP read
+  is copied to the service file; a partial line waits for its newline.
 * **find** — one line (the filter) in, the matching services out, closed.
 * **event** — ``READY\\n``, then one ``NNNNNNNN\\n`` per coalesced change.
 
@@ -25,7 +27,6 @@ from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
 from ..errors import RegistryError
-from ..wire import record_ends
 from .state import Registry, parse_filter
 
 log = logging.getLogger("regmgr.server")
@@ -34,16 +35,6 @@ __all__ = ["TCPGateway", "READY"]
 
 READY = b"READY\n"
 _CHUNK = 65536
-
-
-def _complete(buffer: bytes) -> int:
-    """Length of the part of ``buffer`` that ends with a newline outside quotes."""
-    end = 0
-    # latin-1 maps bytes one to one, so indices are byte offsets; ' and \n
-    # are ASCII and cannot occur inside a UTF-8 multibyte sequence.
-    for end in record_ends(buffer.decode("latin-1")):
-        pass
-    return end
 
 
 def _peer(address: object) -> str:
@@ -136,7 +127,7 @@ class TCPGateway:
                 data = sock.recv(_CHUNK)
                 if data:
                     buffer += data
-                    end = _complete(buffer)
+                    end = buffer.rfind(b"\n") + 1
                 elif buffer:
                     end = len(buffer)  # what is left at EOF is one last write
                 else:
@@ -176,7 +167,7 @@ class TCPGateway:
         buffer = b""
         try:
             while True:
-                end = next(record_ends(buffer.decode("latin-1")), 0)
+                end = buffer.find(b"\n") + 1
                 if end:
                     buffer = buffer[:end]
                     break
