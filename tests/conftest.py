@@ -1,7 +1,7 @@
 """Shared fixtures. ``registry_server``/``registry_process`` come from regmgr.testing."""
 import pytest
 
-from regmgr.connections import TCP
+from regmgr import TCP, RegMgr
 
 
 def tcp_connection(server):
@@ -16,3 +16,26 @@ CONNECTIONS = {"tcp": tcp_connection}
 def connection_factory(request):
     """``make(server)``: a client connection to a RegistryServer or RegistryProcess."""
     return CONNECTIONS[request.param]
+
+
+@pytest.fixture
+def manager_factory(connection_factory):
+    """``make(server)``: a RegMgr on ``server``, closed at teardown."""
+    managers = []
+
+    def make(server, **kwargs):
+        mgr = RegMgr(connection_factory(server), **kwargs)
+        managers.append(mgr)
+        return mgr
+
+    yield make
+    for mgr in managers:
+        mgr.close()
+
+
+@pytest.fixture
+def manager(manager_factory, registry_server):
+    """A connected RegMgr on the in-process registry."""
+    mgr = manager_factory(registry_server)
+    assert mgr.wait_connected(5)
+    return mgr

@@ -1,0 +1,40 @@
+"""Retry delays: exponential, capped, jittered, and fast the first time.
+
+A lost registry usually comes back quickly (a restart), so the first retry
+waits only ``initial``; a registry that stays away is not hammered, and
+many clients that lost it together do not all come back in step.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["Backoff"]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A retry policy; :meth:`delays` gives a fresh sequence for each outage.
+
+    Delay *n* is ``initial * factor**n`` capped at ``maximum``; with
+    ``jitter`` each is drawn uniformly from its upper half.
+    """
+
+    initial: float = 0.05
+    factor: float = 2.0
+    maximum: float = 5.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError("need 0 < initial <= maximum")
+        if self.factor < 1:
+            raise ValueError("factor must be at least 1")
+
+    def delays(self) -> Iterator[float]:
+        """Endless delays for one run of retries; start a new one after a success."""
+        delay = self.initial
+        while True:
+            yield random.uniform(delay / 2, delay) if self.jitter else delay
+            delay = min(delay * self.factor, self.maximum)

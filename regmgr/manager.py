@@ -1,0 +1,195 @@
+"""RegMgr: one supervisor greenlet that keeps a registry connection and its tasks alive.
+
+The supervisor opens the event stream, starts every attached task, feeds
+them a refresh per event and, when the stream breaks, stops them, backs off
+and starts over. Its state lives in :class:`_Supervisor`, which never refers
+to the :class:`RegMgr` (tasks hold their manager weakly too): so when the
+program drops its last reference to a RegMgr, the manager is collected and
+its finalizer stops everything.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, TypeVar
+
+import gevent
+from gevent.event import Event
+
+from .backoff import Backoff
+from .connections import Connection, EventStream, Services
+from .errors import AttachError, RegmgrError
+from .tasks import Lookup, Task, safe_call
+from .wire import AttrValue
+
+__all__ = ["RegMgr"]
+
+log = logging.getLogger("regmgr")
+
+Listener = Callable[[bool], Any]
+T = TypeVar("T", bound=Task)
+
+
+class _Supervisor:
+    """Everything the supervisor greenlet touches."""
+
+    def __init__(self, connection: Connection, backoff: Backoff) -> None:
+        self.connection = connection
+        self.backoff = backoff
+        self.tasks: list[Task] = []
+        self.listeners: list[Listener] = []
+        self.connected = Event()
+        self.closed = False
+        self._stream: Optional[EventStream] = None
+        self.greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        delays = self.backoff.delays()
+        while not self.closed:
+            try:
+                self._stream = self.connection.open_event()
+            except (ConnectionError, RegmgrError) as err:
+                log.info("registry %r unreachable: %s", self.connection, err)
+            except Exception:
+                log.exception("registry %r: open_event failed", self.connection)
+            else:
+                delays = self.backoff.delays()
+                self._serve(self._stream)
+            if not self.closed:
+                gevent.sleep(next(delays))
+
+    def _serve(self, stream: EventStream) -> None:
+        """Run the tasks until the stream breaks."""
+        try:
+            self._set_connected(True)
+            while not self.closed:
+                stream.wait()
+                for task in list(self.tasks):
+                    safe_call(f"{task!r}.refresh", task.refresh)
+        except (ConnectionError, RegmgrError) as err:
+            if not self.closed:
+                log.warning("registry %r lost: %s", self.connection, err)
+        except Exception:
+            log.exception("registry %r: event stream failed", self.connection)
+        finally:
+            self._set_connected(False)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self.connected.is_set():
+            return
+        if connected:
+            self.connected.set()
+            log.info("registry %r connected", self.connection)
+        else:
+            self.connected.clear()
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                stream.close()
+        for task in list(self.tasks):
+            safe_call(f"{task!r}.{'start' if connected else 'stop'}",
+                      task.start if connected else task.stop)
+        for listener in list(self.listeners):
+            safe_call(f"listener {listener!r}", listener, connected)
+
+    def close(self, block: bool) -> None:
+        """Stop the tasks, detach them, close the stream and end the greenlet.
+
+        With ``block=False`` it never switches greenlets (a finalizer calls it).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self._set_connected(False)
+        for task in self.tasks:
+            task.manager = None
+        self.tasks.clear()
+        if self.greenlet is not gevent.getcurrent():
+            self.greenlet.kill(block=block)
+
+
+class RegMgr:
+    """Keep ``connection``'s registry connected and every attached task running.
+
+    ``backoff`` paces reconnects and the tasks' retries (default
+    :class:`Backoff()`). Listeners get ``True``/``False`` on every
+    connect/disconnect. Closing (or dropping the last reference) stops and
+    detaches every task and closes every socket.
+    """
+
+    def __init__(self, connection: Connection, *, backoff: Optional[Backoff] = None) -> None:
+        self.connection = connection
+        self.backoff = backoff if backoff is not None else Backoff()
+        self._core = _Supervisor(connection, self.backoff)
+        self._finalizer = weakref.finalize(self, self._core.close, False)
+        self._finalizer.atexit = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._core.closed else "connected" if self.connected else "connecting"
+        return f"<RegMgr {self.connection!r} {state}, {len(self._core.tasks)} tasks>"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the event stream is up (the tasks are started)."""
+        return self._core.connected.is_set()
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The attached tasks, in attach order."""
+        return list(self._core.tasks)
+
+    def wait_connected(self, timeout: Optional[float] = None) -> bool:
+        """Block until connected; False if ``timeout`` seconds passed first."""
+        return self._core.connected.wait(timeout)
+
+    def attach(self, task: T) -> T:
+        """Run ``task`` whenever connected (at once if connected now); returns it."""
+        if getattr(task, "manager", None) is not None:
+            raise AttachError("already attached")
+        if self._core.closed:
+            raise RegmgrError("manager is closed")
+        task.manager = self
+        self._core.tasks.append(task)
+        if self.connected:
+            safe_call(f"{task!r}.start", task.start)
+        return task
+
+    def detach(self, task: Task) -> None:
+        """Stop ``task`` and forget it; it keeps its own state."""
+        if getattr(task, "manager", None) is not self:
+            raise AttachError("not attached to this manager")
+        self._core.tasks.remove(task)
+        if self.connected:
+            safe_call(f"{task!r}.stop", task.stop)
+        task.manager = None
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(connected)`` on every connect and disconnect."""
+        self._core.listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._core.listeners.remove(listener)
+
+    def lookup(self, attrs: Optional[Mapping[str, AttrValue]] = None,
+               timeout: Optional[float] = None) -> Services:
+        """Find the matching services, waiting for a connection if need be.
+
+        Raises ``TimeoutError`` if no result came within ``timeout`` seconds.
+        """
+        task = self.attach(Lookup(attrs))
+        try:
+            return task.wait(timeout)
+        finally:
+            if task.manager is self:
+                self.detach(task)
+
+    def close(self) -> None:
+        """Stop and detach every task, close every socket; idempotent."""
+        self._core.close(block=True)
+        self._finalizer.detach()
+
+    def __enter__(self) -> RegMgr:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

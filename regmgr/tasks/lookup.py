@@ -1,0 +1,62 @@
+"""Lookup: one find, retried until it succeeds, then gone."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import gevent
+from gevent.event import Event
+
+from ..backoff import Backoff
+from ..connections import Connection, Services
+from ..errors import RegmgrError
+from ..wire import AttrValue, normalize_attrs
+from .base import TaskBase, safe_call
+
+__all__ = ["Lookup"]
+
+log = logging.getLogger("regmgr")
+
+
+class Lookup(TaskBase):
+    """Find the services matching ``attrs`` once; detach and report the result.
+
+    ``callback(services)`` is called with ``{name: {attr: value}}`` after the
+    task has detached itself; :meth:`wait` gives the same to blocking code.
+    """
+
+    def __init__(
+        self,
+        attrs: Optional[Mapping[str, AttrValue]] = None,
+        callback: Optional[Callable[[Services], Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.attrs = normalize_attrs(attrs)
+        self.callback = callback
+        self._result: Services = {}
+        self._done = Event()
+
+    def __repr__(self) -> str:
+        return f"Lookup({self.attrs!r})"
+
+    def wait(self, timeout: Optional[float] = None) -> Services:
+        """Block until the result is in; ``TimeoutError`` after ``timeout`` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"no lookup result within {timeout} s")
+        return {name: dict(attrs) for name, attrs in self._result.items()}
+
+    def _run(self, connection: Connection, backoff: Backoff) -> None:
+        delays = backoff.delays()
+        while True:
+            try:
+                self._result = connection.find(self.attrs)
+                break
+            except (ConnectionError, RegmgrError) as err:
+                log.warning("lookup %r: %s", self.attrs, err)
+            gevent.sleep(next(delays))
+        self._done.set()
+        manager = self.manager
+        if manager is not None:
+            manager.detach(self)
+        safe_call(f"lookup callback {self.callback!r}", self.callback, self.wait())

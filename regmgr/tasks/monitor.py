@@ -1,0 +1,111 @@
+"""Monitor: keep a view of the matching services and report every change."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import gevent
+from gevent.event import Event
+
+from ..backoff import Backoff
+from ..connections import Connection, Services
+from ..errors import RegmgrError
+from ..wire import AttrValue, normalize_attrs
+from .base import TaskBase, safe_call
+
+__all__ = ["Monitor"]
+
+log = logging.getLogger("regmgr")
+
+Callback = Optional[Callable[[str, dict[str, str]], Any]]
+
+
+class Monitor(TaskBase):
+    """Watch the services matching ``attrs``; call back on every difference.
+
+    ``on_add(name, attrs)`` for a new service, ``on_mod(name, attrs)`` with
+    the new attributes of a changed one, ``on_del(name, attrs)`` with the
+    last known attributes of a vanished one. The view survives a lost
+    connection, so the first find after a reconnect reports exactly what
+    changed during the outage.
+
+    Events are coalesced: one find runs at a time and at most one more is
+    pending, so under constant churn the monitor still delivers.
+    """
+
+    def __init__(
+        self,
+        attrs: Optional[Mapping[str, AttrValue]] = None,
+        on_add: Callback = None,
+        on_del: Callback = None,
+        on_mod: Callback = None,
+    ) -> None:
+        super().__init__()
+        self.attrs = normalize_attrs(attrs)
+        self.on_add = on_add
+        self.on_del = on_del
+        self.on_mod = on_mod
+        self._services: Services = {}
+        self._wanted = Event()  # a find is pending
+        self._delivering = False
+
+    def __repr__(self) -> str:
+        return f"Monitor({self.attrs!r})"
+
+    @property
+    def services(self) -> Services:
+        """The last known view, ``{name: attrs}`` (kept while disconnected)."""
+        return {name: dict(attrs) for name, attrs in self._services.items()}
+
+    def start(self) -> None:
+        self._wanted.set()
+        super().start()
+
+    def refresh(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        # A callback under way is not interrupted: the worker leaves after it.
+        if self._delivering:
+            self._greenlet = None
+        else:
+            super().stop()
+
+    def _run(self, connection: Connection, backoff: Backoff) -> None:
+        delays = backoff.delays()
+        while self._current():
+            self._wanted.wait()
+            self._wanted.clear()
+            try:
+                found = connection.find(self.attrs)
+            except (ConnectionError, RegmgrError) as err:
+                log.warning("monitor %r: %s", self.attrs, err)
+                self._wanted.set()
+                gevent.sleep(next(delays))
+                continue
+            delays = backoff.delays()
+            self._apply(found)
+
+    def _apply(self, found: Services) -> None:
+        """Bring the view to ``found``, one change and one callback at a time."""
+        view = self._services
+        for name in [name for name in view if name not in found]:
+            self._deliver(self.on_del, name, view.pop(name))
+            if not self._current():
+                return
+        for name, attrs in found.items():
+            old = view.get(name)
+            if old == attrs:
+                continue
+            view[name] = attrs
+            self._deliver(self.on_add if old is None else self.on_mod, name, attrs)
+            if not self._current():
+                return
+
+    def _deliver(self, callback: Callback, name: str, attrs: dict[str, str]) -> None:
+        self._delivering = True
+        try:
+            safe_call(f"monitor callback {callback!r}", callback, name, dict(attrs))
+        finally:
+            self._delivering = False

@@ -1,0 +1,222 @@
+"""Service, Lookup and Monitor against a real registry: the Perl original's scenarios and more."""
+import logging
+
+import gevent
+import pytest
+
+from regmgr import Lookup, Monitor, Service
+from serverutil import eventually, register
+
+
+class Events:
+    """Monitor callbacks that record ``(kind, name, attrs)``."""
+
+    def __init__(self):
+        self.log = []
+
+    def monitor(self, attrs=None, **kwargs):
+        return Monitor(attrs, on_add=self.add, on_del=self.delete, on_mod=self.mod, **kwargs)
+
+    def add(self, name, attrs):
+        self.log.append(("add", name, attrs))
+
+    def delete(self, name, attrs):
+        self.log.append(("del", name, attrs))
+
+    def mod(self, name, attrs):
+        self.log.append(("mod", name, attrs))
+
+
+@pytest.fixture
+def events():
+    return Events()
+
+
+# -- Service ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, error", [
+    ("a b", "bad character in service name"),
+    ("a/b", "bad character in service name"),
+    ("a\x7fb", "bad character in service name"),
+    ("", "bad service name"),
+    ("event", "bad service name"),
+])
+def test_service_name_is_checked_before_io(name, error):
+    with pytest.raises(ValueError, match=error):
+        Service(name)
+
+
+def test_service_attribute_types():
+    assert Service("s", {"n": 1, "f": 0.5, "s": "x"}).attrs == {"n": "1", "f": "0.5", "s": "x"}
+    for bad in ({"a": None}, {"a": b"x"}, {"a": True}, {1: "x"}):
+        with pytest.raises(TypeError):
+            Service("s", bad)
+    with pytest.raises(TypeError):
+        Service(b"s")
+    with pytest.raises(TypeError):
+        Service("s").update({"a": ["x"]})
+
+
+def test_service_registers_updates_and_unregisters(manager, registry_server):
+    svc = manager.attach(Service("svc", {"a": 1}))
+    eventually(lambda: svc.registered)
+    assert registry_server.index() == {"svc": {"a": "1"}}
+    svc.update({"b": "x y", "a": 2})
+    assert svc.attrs == {"a": "2", "b": "x y"}
+    eventually(lambda: registry_server.index() == {"svc": {"a": "2", "b": "x y"}})
+    manager.detach(svc)
+    assert not svc.registered
+    eventually(lambda: registry_server.index() == {})
+
+
+def test_updates_while_disconnected_are_carried(manager, registry_server):
+    svc = manager.attach(Service("svc", {"a": 1}))
+    eventually(lambda: svc.registered)
+    registry_server.stop()
+    eventually(lambda: not svc.registered)
+    svc.update({"a": 3, "c": "new"})
+    registry_server.start()
+    eventually(lambda: registry_server.index() == {"svc": {"a": "3", "c": "new"}})
+
+
+def test_duplicate_name_is_retried_until_free(manager, registry_server, caplog):
+    squatter = register(registry_server, b"svc owner squatter\n")
+    eventually(lambda: "svc" in registry_server.index())
+    svc = manager.attach(Service("svc", {"owner": "us"}))
+    eventually(lambda: "duplicate service name" in caplog.text)
+    assert not svc.registered
+    squatter.close()
+    eventually(lambda: svc.registered, timeout=10)
+    assert registry_server.index() == {"svc": {"owner": "us"}}
+
+
+def test_service_notices_it_was_removed(manager, registry_server):
+    svc = manager.attach(Service("svc", {"a": 1}))
+    eventually(lambda: svc.registered)
+    entry = registry_server.registry.get("svc")
+    registry_server.registry.remove(entry, entry.owner)  # as an owner's Tremove over Styx would
+    eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=10)
+    assert registry_server.index() == {"svc": {"a": "1"}}
+    eventually(lambda: svc.registered)
+
+
+# -- Lookup -----------------------------------------------------------------
+
+def test_lookup_finds_one_and_detaches(manager):
+    svc = manager.attach(Service("svc", {"proto": "http"}))
+    manager.attach(Service("other", {"proto": "ssh"}))
+    eventually(lambda: svc.registered)
+    results = []
+    lookup = manager.attach(Lookup({"proto": "http"}, callback=results.append))
+    assert lookup.wait(5) == {"svc": {"proto": "http"}}
+    eventually(lambda: results == [{"svc": {"proto": "http"}}])
+    assert lookup.manager is None and lookup not in manager.tasks
+
+
+def test_lookup_callback_errors_are_logged(manager, caplog):
+    def callback(found):
+        raise RuntimeError("callback bug")
+
+    lookup = manager.attach(Lookup(callback=callback))
+    assert lookup.wait(5) == {}
+    eventually(lambda: "callback bug" in caplog.text)
+
+
+# -- Monitor ----------------------------------------------------------------
+
+def test_monitor_add_one_add_two_modify_twice_delete_two(manager, events):
+    monitor = manager.attach(events.monitor())
+    one = manager.attach(Service("one", {"a": 1}))
+    eventually(lambda: events.log == [("add", "one", {"a": "1"})])
+    two = manager.attach(Service("two", {"a": 2}))
+    eventually(lambda: len(events.log) == 2)
+    assert events.log[1] == ("add", "two", {"a": "2"})
+    for value in ("x", "y"):
+        one.update({"a": value})
+        two.update({"a": value})
+        eventually(lambda: monitor.services == {"one": {"a": value}, "two": {"a": value}})
+        assert sorted(events.log[-2:]) == [("mod", "one", {"a": value}), ("mod", "two", {"a": value})]
+    assert len(events.log) == 6
+    manager.detach(one)
+    manager.detach(two)
+    eventually(lambda: monitor.services == {})
+    assert sorted(events.log[-2:]) == [("del", "one", {"a": "y"}), ("del", "two", {"a": "y"})]
+
+
+def test_monitor_filter_and_an_update_that_makes_a_match(manager, events):
+    manager.attach(events.monitor({"proto": "http"}))
+    manager.attach(Service("web", {"proto": "http"}))
+    late = manager.attach(Service("late", {"proto": "none"}))
+    eventually(lambda: events.log == [("add", "web", {"proto": "http"})])
+    eventually(lambda: late.registered)
+    gevent.sleep(0.1)
+    assert len(events.log) == 1
+    late.update({"proto": "http"})
+    eventually(lambda: events.log[1:] == [("add", "late", {"proto": "http"})])
+
+
+def test_monitor_callback_errors_change_nothing(manager, caplog):
+    seen = []
+
+    def on_add(name, attrs):
+        seen.append(name)
+        raise RuntimeError("callback bug")
+
+    monitor = manager.attach(Monitor(on_add=on_add))
+    manager.attach(Service("a"))
+    eventually(lambda: seen == ["a"])
+    manager.attach(Service("b"))
+    eventually(lambda: seen == ["a", "b"])
+    assert set(monitor.services) == {"a", "b"}
+    assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["callback bug"] * 2
+
+
+def test_monitor_keeps_delivering_under_churn(manager):
+    mods = []
+    monitor = manager.attach(Monitor(on_mod=lambda name, attrs: mods.append(attrs["n"])))
+    svc = manager.attach(Service("busy", {"n": 0}))
+    eventually(lambda: "busy" in monitor.services)
+
+    def churn():
+        for n in range(1, 100_000):
+            svc.update({"n": n})
+            gevent.sleep(0.001)
+
+    churner = gevent.spawn(churn)
+    try:
+        gevent.sleep(1.5)
+        during = len(mods)
+        gevent.sleep(0.5)
+        assert during >= 5 and len(mods) > during  # still delivering, not starved
+    finally:
+        churner.kill()
+    last = svc.attrs["n"]
+    eventually(lambda: monitor.services["busy"]["n"] == last)
+
+
+def test_restart_brings_everything_back(manager, registry_server, events):
+    monitor = manager.attach(events.monitor())
+    services = [manager.attach(Service(f"s{i}", {"i": i})) for i in range(5)]
+    eventually(lambda: len(monitor.services) == 5)
+    registry_server.restart()
+    eventually(lambda: all(svc.registered for svc in services) and len(registry_server.index()) == 5)
+    assert manager.lookup(timeout=5) == {f"s{i}": {"i": str(i)} for i in range(5)}
+    eventually(lambda: monitor.services == registry_server.index())
+
+
+def test_monitor_reports_what_changed_while_it_was_stopped(manager, registry_server, events):
+    keep = manager.attach(Service("keep", {"v": 1}))
+    gone = manager.attach(Service("gone", {"v": 1}))
+    monitor = manager.attach(events.monitor())
+    eventually(lambda: len(monitor.services) == 2)
+    manager.detach(monitor)  # stop(), as a lost connection does
+    manager.detach(gone)
+    keep.update({"v": 2})
+    fresh = manager.attach(Service("fresh", {"v": 1}))
+    eventually(lambda: registry_server.index() == {"keep": {"v": "2"}, "fresh": {"v": "1"}})
+    gevent.sleep(0.1)
+    assert len(events.log) == 2 and len(monitor.services) == 2
+    manager.attach(monitor)
+    eventually(lambda: monitor.services == {"keep": {"v": "2"}, "fresh": {"v": "1"}})
+    assert sorted(events.log[2:]) == [("add", "fresh", {"v": "1"}), ("del", "gone", {"v": "1"}),
+                                      ("mod", "keep", {"v": "2"})]
