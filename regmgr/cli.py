@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     server = EmbeddedRegistry(
         args.host, new_port=args.new_port, find_port=args.find_port,
-        event_port=args.event_port, dbfile=args.dbfile,
+        event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
     )
     try:
         server.start()
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run an embedded registry in the foreground",
-                                description="Run an embedded registry (three-port TCP gateway).")
+                                description="Run an embedded registry (three-port TCP gateway, "
+                                            "optionally Styx).")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     serve.add_argument("--new-port", type=int, default=6701, metavar="PORT",
                        help="registration port (default %(default)s; 0 picks one)")
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="find port (default %(default)s; 0 picks one)")
     serve.add_argument("--event-port", type=int, default=6703, metavar="PORT",
                        help="event port (default %(default)s; 0 picks one)")
+    serve.add_argument("--styx-port", type=int, metavar="PORT",
+                       help="also serve over Styx on PORT (Inferno's is 6675; 0 picks one)")
     serve.add_argument("-f", dest="dbfile", metavar="DBFILE",
                        help="attrdb file of persistent services to load at start")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug detail")

@@ -29,7 +29,8 @@ from .wire import parse_services
 
 __all__ = ["RegistryServer", "RegistryProcess", "registry_server", "registry_process", "find_over_tcp"]
 
-_LISTENING = re.compile(rb"registry listening on \S+: new (\d+), find (\d+), event (\d+)")
+_LISTENING = re.compile(
+    rb"registry listening on \S+: new (\d+), find (\d+), event (\d+)(?:, styx (\d+))?")
 
 
 def find_over_tcp(host: str, find_port: int, filter_line: str = "", timeout: float = 5.0
@@ -47,7 +48,11 @@ def find_over_tcp(host: str, find_port: int, filter_line: str = "", timeout: flo
 
 
 class RegistryServer(EmbeddedRegistry):
-    """The embedded registry in this process, on ephemeral ports by default."""
+    """The embedded registry in this process, on ephemeral ports by default.
+
+    Styx is served too (``styx_port=None`` turns it off), so that tests can
+    reach it over either transport.
+    """
 
     def __init__(
         self,
@@ -57,9 +62,10 @@ class RegistryServer(EmbeddedRegistry):
         find_port: int = 0,
         event_port: int = 0,
         dbfile: Optional[Union[str, os.PathLike]] = None,
+        styx_port: Optional[int] = 0,
     ) -> None:
         super().__init__(host, new_port=new_port, find_port=find_port,
-                         event_port=event_port, dbfile=dbfile)
+                         event_port=event_port, dbfile=dbfile, styx_port=styx_port)
 
     def index(self) -> dict[str, dict[str, str]]:
         """Every registered service, straight from the model."""
@@ -67,7 +73,10 @@ class RegistryServer(EmbeddedRegistry):
 
 
 class RegistryProcess:
-    """``regmgr serve`` in a child process, for outage tests that SIGKILL it."""
+    """``regmgr serve`` in a child process, for outage tests that SIGKILL it.
+
+    Styx is served on ``styx_port`` (0, the default, picks one; None: off).
+    """
 
     def __init__(
         self,
@@ -77,12 +86,14 @@ class RegistryProcess:
         find_port: int = 0,
         event_port: int = 0,
         dbfile: Optional[Union[str, os.PathLike]] = None,
+        styx_port: Optional[int] = 0,
         startup_timeout: float = 15.0,
     ) -> None:
         self.host = host
         self.new_port = new_port
         self.find_port = find_port
         self.event_port = event_port
+        self.styx_port = styx_port
         self.dbfile = dbfile
         self.startup_timeout = startup_timeout
         self.proc: Optional[subprocess.Popen] = None
@@ -104,6 +115,8 @@ class RegistryProcess:
                "--event-port", str(self.event_port)]
         if self.dbfile is not None:
             cmd += ["-f", os.fspath(self.dbfile)]
+        if self.styx_port is not None:
+            cmd += ["--styx-port", str(self.styx_port)]
         return cmd
 
     def start(self) -> None:
@@ -124,7 +137,7 @@ class RegistryProcess:
         if ports is None:
             proc.wait()
             raise RuntimeError(f"regmgr serve exited with status {proc.returncode}:\n{self.output}")
-        self.new_port, self.find_port, self.event_port = ports
+        self.new_port, self.find_port, self.event_port, self.styx_port = ports
 
     def _drain(self, proc: subprocess.Popen, ready: gevent.event.AsyncResult) -> None:
         """Read the child's log: report its ports once, keep the pipe from filling."""
@@ -132,7 +145,8 @@ class RegistryProcess:
             self._log.append(line)
             match = _LISTENING.search(line)
             if match and not ready.ready():
-                ready.set(tuple(int(p) for p in match.groups()))
+                new, find, event, styx = match.groups()
+                ready.set((int(new), int(find), int(event), None if styx is None else int(styx)))
         if not ready.ready():
             ready.set(None)
 

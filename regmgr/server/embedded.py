@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from .db import load_db
 from .state import Registry
+from .styx import StyxServer
 from .tcp import TCPGateway
 
 log = logging.getLogger("regmgr.server")
@@ -19,7 +20,11 @@ __all__ = ["EmbeddedRegistry"]
 
 
 class EmbeddedRegistry:
-    """A registry served on the three TCP gateway ports (0 = ephemeral)."""
+    """A registry served on the three TCP gateway ports (0 = ephemeral).
+
+    With ``styx_port`` (0 = ephemeral) it is also served over Styx, the way a
+    remote Inferno machine or regmgr's Styx transport reaches a registry.
+    """
 
     def __init__(
         self,
@@ -29,12 +34,15 @@ class EmbeddedRegistry:
         find_port: int = 6702,
         event_port: int = 6703,
         dbfile: Optional[Union[str, os.PathLike]] = None,
+        styx_port: Optional[int] = None,
     ) -> None:
         self.host = host
         self.dbfile = dbfile
         self._ports = {"new_port": new_port, "find_port": find_port, "event_port": event_port}
+        self._styx_port = styx_port
         self.registry = Registry()
         self._gateway: Optional[TCPGateway] = None
+        self._styx: Optional[StyxServer] = None
 
     @property
     def running(self) -> bool:
@@ -52,6 +60,11 @@ class EmbeddedRegistry:
     def event_port(self) -> int:
         return self._gateway.event_port if self._gateway else self._ports["event_port"]
 
+    @property
+    def styx_port(self) -> Optional[int]:
+        """The Styx port, or None when Styx is not served."""
+        return self._styx.port if self._styx else self._styx_port
+
     def start(self) -> None:
         """Load the database into a fresh registry and listen; OSError if a port is taken."""
         if self._gateway is not None:
@@ -62,15 +75,28 @@ class EmbeddedRegistry:
             log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
         gateway = TCPGateway(self.registry, self.host, **self._ports)
         gateway.start()
+        if self._styx_port is not None:
+            styx = StyxServer(self.registry, self.host, self._styx_port)
+            try:
+                styx.start()
+            except BaseException:
+                gateway.stop()
+                raise
+            self._styx = styx
+            self._styx_port = styx.port
         self._gateway = gateway
         # Remember the bound ports so that a restart comes back on the same ones.
         self._ports = {"new_port": gateway.new_port, "find_port": gateway.find_port,
                        "event_port": gateway.event_port}
-        log.info("registry listening on %s: new %d, find %d, event %d",
-                 self.host, self.new_port, self.find_port, self.event_port)
+        styx_note = "" if self._styx is None else f", styx {self._styx.port}"
+        log.info("registry listening on %s: new %d, find %d, event %d%s",
+                 self.host, self.new_port, self.find_port, self.event_port, styx_note)
 
     def stop(self) -> None:
         """Close every port and connection; registrations over TCP are gone."""
+        if self._styx is not None:
+            self._styx.stop()
+            self._styx = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
