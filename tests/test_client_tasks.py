@@ -207,7 +207,7 @@ def test_restart_brings_everything_back(manager, registry_server, events):
 def test_monitor_reports_what_changed_while_it_was_stopped(manager, registry_server, events):
     keep = manager.attach(Service("keep", {"v": 1}))
     gone = manager.attach(Service("gone", {"v": 1}))
-    monitor = manager.attach(events.monitor())
+    monitor = manager.attach(events.monitor(settle=0))
     eventually(lambda: len(monitor.services) == 2)
     manager.detach(monitor)  # stop(), as a lost connection does
     manager.detach(gone)

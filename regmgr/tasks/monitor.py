@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
@@ -19,6 +20,7 @@ __all__ = ["Monitor"]
 log = logging.getLogger("regmgr")
 
 Callback = Optional[Callable[[str, dict[str, str]], Any]]
+StateCallback = Optional[Callable[[bool], Any]]
 
 
 class Monitor(TaskBase):
@@ -27,11 +29,21 @@ class Monitor(TaskBase):
     ``on_add(name, attrs)`` for a new service, ``on_mod(name, attrs)`` with
     the new attributes of a changed one, ``on_del(name, attrs)`` with the
     last known attributes of a vanished one. The view survives a lost
-    connection, so the first find after a reconnect reports exactly what
+    connection, so the first finds after a reconnect report exactly what
     changed during the outage.
 
     Events are coalesced: one find runs at a time and at most one more is
     pending, so under constant churn the monitor still delivers.
+
+    A restarted registry comes back empty and its services re-register over
+    the next moments. So after every (re)start, a service the view already
+    held is reported deleted only if no find has listed it by the end of
+    ``settle`` seconds (0: at once); until then it stays in the view, and if
+    it comes back changed that is one ``on_mod``. Additions, changes and
+    other deletions are reported at once.
+
+    :attr:`stale` is true from a disconnection until the first find after
+    the reconnect has been applied; ``on_state(stale)`` hears each change.
     """
 
     def __init__(
@@ -40,15 +52,23 @@ class Monitor(TaskBase):
         on_add: Callback = None,
         on_del: Callback = None,
         on_mod: Callback = None,
+        *,
+        settle: float = 2.0,
+        on_state: StateCallback = None,
     ) -> None:
         super().__init__()
         self.attrs = normalize_attrs(attrs)
         self.on_add = on_add
         self.on_del = on_del
         self.on_mod = on_mod
+        self.settle = settle
+        self.on_state = on_state
         self._services: Services = {}
         self._wanted = Event()  # a find is pending
         self._delivering = False
+        self._stale = True
+        self._settle_until = 0.0
+        self._unconfirmed: set[str] = set()  # in the view, not listed since start()
 
     def __repr__(self) -> str:
         return f"Monitor({self.attrs!r})"
@@ -58,7 +78,14 @@ class Monitor(TaskBase):
         """The last known view, ``{name: attrs}`` (kept while disconnected)."""
         return {name: dict(attrs) for name, attrs in self._services.items()}
 
+    @property
+    def stale(self) -> bool:
+        """Whether the view may be out of date: disconnected, or no find since."""
+        return self._stale
+
     def start(self) -> None:
+        self._settle_until = time.monotonic() + self.settle
+        self._unconfirmed = set(self._services)
         self._wanted.set()
         super().start()
 
@@ -71,11 +98,13 @@ class Monitor(TaskBase):
             self._greenlet = None
         else:
             super().stop()
+        self._set_stale(True)
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
         delays = backoff.delays()
         while self._current():
-            self._wanted.wait()
+            # When the settle period ends, a find decides the held deletions.
+            self._wanted.wait(self._settle_left() if self._unconfirmed else None)
             self._wanted.clear()
             try:
                 found = connection.find(self.attrs)
@@ -87,10 +116,17 @@ class Monitor(TaskBase):
             delays = backoff.delays()
             self._apply(found)
 
+    def _settle_left(self) -> float:
+        return max(0.0, self._settle_until - time.monotonic())
+
     def _apply(self, found: Services) -> None:
         """Bring the view to ``found``, one change and one callback at a time."""
+        if self._settle_left():
+            self._unconfirmed -= found.keys()
+        else:
+            self._unconfirmed.clear()
         view = self._services
-        for name in [name for name in view if name not in found]:
+        for name in [name for name in view if name not in found and name not in self._unconfirmed]:
             self._deliver(self.on_del, name, view.pop(name))
             if not self._current():
                 return
@@ -102,6 +138,7 @@ class Monitor(TaskBase):
             self._deliver(self.on_add if old is None else self.on_mod, name, attrs)
             if not self._current():
                 return
+        self._set_stale(False)
 
     def _deliver(self, callback: Callback, name: str, attrs: dict[str, str]) -> None:
         self._delivering = True
@@ -109,3 +146,8 @@ class Monitor(TaskBase):
             safe_call(f"monitor callback {callback!r}", callback, name, dict(attrs))
         finally:
             self._delivering = False
+
+    def _set_stale(self, stale: bool) -> None:
+        if stale != self._stale:
+            self._stale = stale
+            safe_call(f"monitor on_state {self.on_state!r}", self.on_state, stale)
