@@ -9,12 +9,17 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import gevent
 from gevent.event import Event
 
 from .errors import RegmgrError
+from .wire import format_service
+
+if TYPE_CHECKING:
+    from .connections import Connection
+    from .tasks import Monitor
 
 __all__ = ["main", "build_parser"]
 
@@ -62,6 +67,139 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(words: Sequence[str]) -> dict[str, str]:
+    if len(words) % 2:
+        raise SystemExit(f"regmgr: odd attribute/value pairs: {' '.join(words)}")
+    return dict(zip(words[0::2], words[1::2]))
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    """The transport the client options name."""
+    from .connections import TCP
+
+    return TCP(args.host, args.new_port, args.find_port, args.event_port)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Keep one service registered until SIGINT/SIGTERM, through every outage."""
+    from . import RegMgr, Service
+
+    _setup_logging(args.verbose)
+    try:
+        service = Service(args.name, _pairs(args.attrs))
+    except ValueError as err:
+        print(f"regmgr register: {err}", file=sys.stderr)
+        return 2
+    with RegMgr(_connection(args)) as mgr:
+        mgr.attach(service)
+        _wait_for_signal()
+    return 0
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    """Print the matching services once, like Inferno's regquery."""
+    try:
+        found = _connection(args).find(_pairs(args.attrs))
+    except (ConnectionError, RegmgrError) as err:
+        print(f"regmgr find: {err}", file=sys.stderr)
+        return 1
+    for name, attrs in found.items():
+        sys.stdout.write(f"{name}\n" if args.names else format_service(name, attrs))
+    return 0
+
+
+def _print_change(mark: str) -> Callable[[str, dict[str, str]], None]:
+    def show(name: str, attrs: dict[str, str]) -> None:
+        sys.stdout.write(f"{mark} {format_service(name, attrs)}")
+        sys.stdout.flush()
+    return show
+
+
+def _watcher(attrs: dict[str, str], settle: float,
+             on_state: Callable[[bool], None]) -> Monitor:
+    from . import Monitor
+
+    return Monitor(attrs, on_add=_print_change("+"), on_mod=_print_change("~"),
+                   on_del=_print_change("-"), settle=settle, on_state=on_state)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Print ``+``/``~``/``-`` lines as matching services come, change and go."""
+    from . import RegMgr
+
+    _setup_logging(args.verbose)
+    with RegMgr(_connection(args)) as mgr:
+        mgr.attach(_watcher(_pairs(args.attrs), args.settle, lambda stale: log.info(
+            "view %s", "stale until reconnected" if stale else "current")))
+        _wait_for_signal()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Show regmgr at work: register, watch, lose the registry, get everything back."""
+    import time
+
+    from . import TCP, RegMgr, Service
+    from .server import EmbeddedRegistry
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR, stream=sys.stderr)
+
+    def say(text: str) -> None:
+        print(f"# {text}", flush=True)
+
+    def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            gevent.sleep(0.01)
+
+    server = EmbeddedRegistry(new_port=0, find_port=0, event_port=0)
+    server.start()
+    conn = TCP(server.host, server.new_port, server.find_port, server.event_port)
+    say(f"registry on {server.host}, ports new {server.new_port}, find {server.find_port}, "
+        f"event {server.event_port}")
+    try:
+        with gevent.Timeout(10), RegMgr(conn) as owner, RegMgr(conn) as watcher:
+            monitor = watcher.attach(_watcher({"proto": "*"}, 2.0, lambda stale: say(
+                "the view is stale (not connected)" if stale else "the view is current")))
+            say("registering three services, watching proto=*")
+            web = owner.attach(Service("tcp!127.0.0.1!8080", {"proto": "http", "load": "0.1"}))
+            owner.attach(Service("tcp!127.0.0.1!8081", {"proto": "http", "load": "0.5"}))
+            ssh = owner.attach(Service("tcp!127.0.0.1!2222", {"proto": "ssh"}))
+            until(lambda: len(monitor.services) == 3)
+            say("updating one service's load")
+            web.update({"load": "0.7"})
+            until(lambda: monitor.services[web.name]["load"] == "0.7")
+            say("the registry restarts: it comes back empty")
+            server.restart()
+            restarted = time.monotonic()
+            until(lambda: len(server.registry) == 3 and not monitor.stale
+                  and monitor.services == conn.find({"proto": "*"}))
+            say(f"every service is back {time.monotonic() - restarted:.2f} s later, "
+                f"with no false deletion:")
+            for name, attrs in conn.find().items():
+                say(f"  {format_service(name, attrs).rstrip()}")
+            say("unregistering the ssh service")
+            owner.detach(ssh)
+            until(lambda: ssh.name not in monitor.services)
+    except gevent.Timeout:
+        print("regmgr demo: did not finish within 10 s", file=sys.stderr)
+        return 1
+    finally:
+        server.stop()
+    say("done")
+    return 0
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
+    parser.add_argument("--new-port", type=int, default=6701, metavar="PORT",
+                        help="registration port (default %(default)s)")
+    parser.add_argument("--find-port", type=int, default=6702, metavar="PORT",
+                        help="find port (default %(default)s)")
+    parser.add_argument("--event-port", type=int, default=6703, metavar="PORT",
+                        help="event port (default %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
@@ -83,6 +221,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attrdb file of persistent services to load at start")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     serve.set_defaults(func=cmd_serve)
+
+    register = commands.add_parser(
+        "register", help="keep a service registered until Ctrl-C",
+        description="Register NAME with its attributes and keep it registered through "
+                    "registry restarts and outages until SIGINT/SIGTERM.")
+    register.add_argument("name", metavar="NAME")
+    register.add_argument("attrs", nargs="*", metavar="ATTR VALUE")
+    _add_client_options(register)
+    register.set_defaults(func=cmd_register)
+
+    find = commands.add_parser(
+        "find", help="print the matching services (like regquery)",
+        description="Print the services whose attributes match every ATTR VALUE pair "
+                    "(VALUE * matches any value), one per line in index format.")
+    find.add_argument("-n", dest="names", action="store_true", help="print names only")
+    find.add_argument("attrs", nargs="*", metavar="ATTR VALUE")
+    _add_client_options(find)
+    find.set_defaults(func=cmd_find)
+
+    watch = commands.add_parser(
+        "watch", help="print matching services as they come, change and go",
+        description="Print '+ name attrs', '~ name attrs' and '- name attrs' lines as matching "
+                    "services are added, modified and deleted, until SIGINT/SIGTERM.")
+    watch.add_argument("attrs", nargs="*", metavar="ATTR VALUE")
+    watch.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
+                       help="after a reconnect, report a missing service deleted only if still "
+                            "missing this long (default %(default)s; 0 reports at once)")
+    _add_client_options(watch)
+    watch.set_defaults(func=cmd_watch)
+
+    demo = commands.add_parser(
+        "demo", help="watch regmgr restore everything after a registry restart",
+        description="Start an embedded registry, register and watch a few services, restart "
+                    "the registry, show everything coming back, and exit.")
+    demo.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
