@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -553,6 +554,7 @@ class StyxServer:
 
     def _serve(self, sock: GeventSocket, address: object) -> None:
         peer = _peer(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies are small frames
         self._clients.add(sock)
         log.debug("styx %s: connected", peer)
         try:
