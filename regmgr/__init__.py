@@ -12,12 +12,10 @@ restarts and network outages.
 from __future__ import annotations
 
 from .backoff import Backoff
-from .connections import TCP
+from .connections import TCP, Styx
 from .errors import AttachError, ProtocolError, RegistryError, RegmgrError
 from .manager import RegMgr
 from .tasks import Lookup, Monitor, Service
-
-# Transports: TCP above; the Styx transport (regmgr.connections.styx) joins here.
 
 __all__ = [
     "RegMgr",
@@ -26,6 +24,7 @@ __all__ = [
     "Lookup",
     "Monitor",
     "TCP",
+    "Styx",
     "RegmgrError",
     "ProtocolError",
     "RegistryError",

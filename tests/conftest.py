@@ -1,15 +1,19 @@
 """Shared fixtures. ``registry_server``/``registry_process`` come from regmgr.testing."""
 import pytest
 
-from regmgr import TCP, RegMgr
+from regmgr import TCP, RegMgr, Styx
 
 
 def tcp_connection(server):
     return TCP(server.host, server.new_port, server.find_port, server.event_port)
 
 
+def styx_connection(server):
+    return Styx(server.host, server.styx_port)
+
+
 # One entry per transport; every client test runs over each of them.
-CONNECTIONS = {"tcp": tcp_connection}
+CONNECTIONS = {"tcp": tcp_connection, "styx": styx_connection}
 
 
 @pytest.fixture(params=sorted(CONNECTIONS))

@@ -25,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Optional, Protocol
 
+from .styx import Styx
 from .tcp import TCP
 
-__all__ = ["Connection", "EventStream", "Registration", "Services", "TCP"]
+__all__ = ["Connection", "EventStream", "Registration", "Services", "Styx", "TCP"]
 
 #: Services as the registry lists them: ``{name: {attr: value}}``.
 Services = dict[str, dict[str, str]]

@@ -368,7 +368,7 @@ class _Session:
             raise _Refused(EOPEN)
         if msg.newfid != msg.fid and msg.newfid in self.fids:
             raise _Refused(EINUSE)
-        path, qids = fid.path, []
+        path, qids = fid.path, list[Qid]()
         for i, name in enumerate(msg.wnames):
             try:
                 path = self._walk1(path, name)
@@ -535,7 +535,8 @@ class StyxServer:
 
     @property
     def port(self) -> int:
-        return self._server.server_port
+        port: int = self._server.server_port
+        return port
 
     def start(self) -> None:
         """Bind and listen; ``OSError`` if the port is taken."""
