@@ -202,7 +202,10 @@ class GunicornHooks:
 
 def _keep() -> None:
     """The keeper process: hold the registrations until told to stop or orphaned."""
-    connection, names, attrs, parent = pickle.load(sys.stdin.buffer)
+    try:
+        connection, names, attrs, parent = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        sys.exit("python -m regmgr.contrib.wsgi is started by GunicornHooks.when_ready, not by hand")
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] regmgr: %(message)s")
     with _stop_event(_STOP_SIGNALS) as stopping, RegMgr(connection) as manager:
