@@ -75,8 +75,10 @@ def _pairs(words: Sequence[str]) -> dict[str, str]:
 
 def _connection(args: argparse.Namespace) -> Connection:
     """The transport the client options name."""
-    from .connections import TCP
+    from .connections import TCP, Styx
 
+    if args.transport == "styx":
+        return Styx(args.host, args.styx_port, user=args.user)
     return TCP(args.host, args.new_port, args.find_port, args.event_port)
 
 
@@ -105,6 +107,18 @@ def cmd_find(args: argparse.Namespace) -> int:
         return 1
     for name, attrs in found.items():
         sys.stdout.write(f"{name}\n" if args.names else format_service(name, attrs))
+    return 0
+
+
+def cmd_unregister(args: argparse.Namespace) -> int:
+    """Remove a service over Styx (Tremove): the only way to drop a ``persist`` one."""
+    from .connections import Styx
+
+    try:
+        Styx(args.host, args.styx_port, user=args.user).remove(args.name)
+    except (ConnectionError, RegmgrError) as err:
+        print(f"regmgr unregister: {args.name}: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -189,14 +203,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_client_options(parser: argparse.ArgumentParser) -> None:
+def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
-    parser.add_argument("--new-port", type=int, default=6701, metavar="PORT",
-                        help="registration port (default %(default)s)")
-    parser.add_argument("--find-port", type=int, default=6702, metavar="PORT",
-                        help="find port (default %(default)s)")
-    parser.add_argument("--event-port", type=int, default=6703, metavar="PORT",
-                        help="event port (default %(default)s)")
+    if tcp:
+        parser.add_argument("--transport", choices=("tcp", "styx"), default="tcp",
+                            help="the three-port TCP gateway, or Styx as Inferno exports "
+                                 "the registry (default %(default)s)")
+        parser.add_argument("--new-port", type=int, default=6701, metavar="PORT",
+                            help="registration port (default %(default)s)")
+        parser.add_argument("--find-port", type=int, default=6702, metavar="PORT",
+                            help="find port (default %(default)s)")
+        parser.add_argument("--event-port", type=int, default=6703, metavar="PORT",
+                            help="event port (default %(default)s)")
+    parser.add_argument("--styx-port", type=int, default=6675, metavar="PORT",
+                        help="Styx port (default %(default)s)")
+    parser.add_argument("--user", default="none",
+                        help="Styx user name: it owns what it registers, and only it may "
+                             "unregister that (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
 
@@ -239,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("attrs", nargs="*", metavar="ATTR VALUE")
     _add_client_options(find)
     find.set_defaults(func=cmd_find)
+
+    unregister = commands.add_parser(
+        "unregister", help="remove a service, persistent or not (Styx only)",
+        description="Remove service NAME over Styx. Only its owner (--user) may; this is "
+                    "the only way to remove a service registered with 'persist 1'.")
+    unregister.add_argument("name", metavar="NAME")
+    _add_client_options(unregister, tcp=False)
+    unregister.set_defaults(func=cmd_unregister)
 
     watch = commands.add_parser(
         "watch", help="print matching services as they come, change and go",
