@@ -17,8 +17,9 @@ def test_sigkill_and_restart_restores_100_services(manager_factory, registry_pro
     expected = registry_process.index()
 
     registry_process.kill()
-    eventually(lambda: not owner.connected and not any(svc.registered for svc in services))
-    assert monitor.stale and monitor.services == expected
+    eventually(lambda: not owner.connected and not any(svc.registered for svc in services)
+               and monitor.stale)  # two managers, two sessions: each notices on its own
+    assert monitor.services == expected
     launched = time.monotonic()
     registry_process.start()
     ready = time.monotonic()
@@ -27,7 +28,8 @@ def test_sigkill_and_restart_restores_100_services(manager_factory, registry_pro
     eventually(lambda: not monitor.stale and monitor.services == expected, timeout=30)
     fresh = time.monotonic() - ready
     assert registry_process.index() == expected
-    assert all(svc.registered for svc in services) and deleted == []
+    eventually(lambda: all(svc.registered for svc in services))  # the registry lists a
+    assert deleted == []  # service a moment before its owner reads the acknowledgement
     print(f"\n{COUNT} services: registered again {restored:.3f} s, monitor complete and "
           f"not stale {fresh:.3f} s after the restarted registry accepted connections "
           f"({ready - launched:.3f} s after its launch)")
