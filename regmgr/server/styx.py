@@ -317,6 +317,7 @@ class _Session:
                 pass  # not the owner: like any remove, it fails quietly on close
 
     def _fail_pending_read(self, fid: _Fid) -> None:
+        """A clunk or remove ends a blocked read on the fid with an error, not silence."""
         if fid.pending is not None:
             self._send(ninep.Rerror(fid.pending[0], EBADFID))
 
