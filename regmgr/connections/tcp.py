@@ -8,7 +8,8 @@ the server closing the connection. So :meth:`TCP.open_new` confirms: after
 sending the line it runs finds filtered by the service's attributes until
 the name is listed while its connection is still open (accepted), or the
 connection closes (refused; a find of everything then tells a ``duplicate
-service name`` from a registry that went away).
+service name`` from a registry that went away). Registrations confirmed at
+the same time share those finds (:class:`~.shared.SharedListing`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import gevent.socket
 
 from ..errors import ProtocolError, RegistryError
 from ..wire import format_attrs, format_service, parse_services, service_name_error
+from .shared import SharedListing
 
 __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
 
@@ -156,6 +158,7 @@ class TCP:
         self.port_find = port_find
         self.port_event = port_event
         self.connect_timeout = connect_timeout
+        self._confirmations = SharedListing()
 
     def __repr__(self) -> str:
         return (f"TCP({self.host!r}, port_new={self.port_new}, "
@@ -234,9 +237,9 @@ class TCP:
         deadline = time.monotonic() + self.connect_timeout
         pause = 0.005
         while True:
-            listed = registration.name in self.find(attrs)
+            listed = registration.name in self._confirmations(self.find, attrs)
             if registration.peer_closed:
-                if registration.name in self.find():
+                if registration.name in self._confirmations(self.find, {}):
                     raise RegistryError("duplicate service name")
                 raise ConnectionError(f"{registration._label}: closed by the registry")
             if listed:
