@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from typing import Optional
 
@@ -10,6 +11,7 @@ from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Registration
+from ..connections.shared import SharedListing
 from ..errors import RegistryError, RegmgrError
 from ..wire import AttrValue, normalize_attrs, service_name_error
 from .base import TaskBase
@@ -22,6 +24,10 @@ log = logging.getLogger("regmgr")
 #: most this often (seconds): the registry can drop a service without
 #: closing its registration (someone removed it), and only a find tells.
 RECHECK_INTERVAL = 1.0
+
+#: The services of one connection run those checks together: one find per
+#: round for all of them, not one each (N finds of N services after every event).
+_checks: weakref.WeakKeyDictionary[Connection, SharedListing] = weakref.WeakKeyDictionary()
 
 
 class Service(TaskBase):
@@ -133,7 +139,9 @@ class Service(TaskBase):
     def _listed(self, connection: Connection) -> bool:
         # An update may still be on its way, so a miss under the current
         # attributes is confirmed by a find of everything.
-        return self.name in connection.find(self._attrs) or self.name in connection.find()
+        checks = _checks.setdefault(connection, SharedListing())
+        return (self.name in checks(connection.find, self._attrs)
+                or self.name in checks(connection.find, {}))
 
 
 def _outcome(registration: Registration) -> Optional[Exception]:
