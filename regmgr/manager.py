@@ -66,7 +66,8 @@ class _Supervisor:
             while not self.closed:
                 stream.wait()
                 for task in list(self.tasks):
-                    safe_call(f"{task!r}.refresh", task.refresh)
+                    # Named by the bound method: no repr per task and event unless it raises.
+                    safe_call(task.refresh, task.refresh)
         except (ConnectionError, RegmgrError) as err:
             if not self.closed:
                 log.warning("registry %r lost: %s", self.connection, err)
