@@ -132,7 +132,7 @@ class RegMgr:
     @property
     def connected(self) -> bool:
         """Whether the event stream is up (the tasks are started)."""
-        return self._core.connected.is_set()
+        return bool(self._core.connected.is_set())
 
     @property
     def tasks(self) -> list[Task]:
@@ -141,7 +141,7 @@ class RegMgr:
 
     def wait_connected(self, timeout: Optional[float] = None) -> bool:
         """Block until connected; False if ``timeout`` seconds passed first."""
-        return self._core.connected.wait(timeout)
+        return bool(self._core.connected.wait(timeout))
 
     def attach(self, task: T) -> T:
         """Run ``task`` whenever connected (at once if connected now); returns it."""

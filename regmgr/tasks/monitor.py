@@ -35,6 +35,9 @@ class Monitor(TaskBase):
     Events are coalesced: one find runs at a time and at most one more is
     pending, so under constant churn the monitor still delivers.
 
+    A service is reported deleted when two finds in a row miss it: a
+    registry killed while it answers a find can cut the listing short.
+
     A restarted registry comes back empty and its services re-register over
     the next moments. So after every (re)start, a service the view already
     held is reported deleted only if no find has listed it by the end of
@@ -69,6 +72,7 @@ class Monitor(TaskBase):
         self._stale = True
         self._settle_until = 0.0
         self._unconfirmed: set[str] = set()  # in the view, not listed since start()
+        self._missing: set[str] = set()  # in the view, not listed by the last find
 
     def __repr__(self) -> str:
         return f"Monitor({self.attrs!r})"
@@ -86,6 +90,7 @@ class Monitor(TaskBase):
     def start(self) -> None:
         self._settle_until = time.monotonic() + self.settle
         self._unconfirmed = set(self._services)
+        self._missing = set()
         self._wanted.set()
         super().start()
 
@@ -126,7 +131,14 @@ class Monitor(TaskBase):
         else:
             self._unconfirmed.clear()
         view = self._services
-        for name in [name for name in view if name not in found and name not in self._unconfirmed]:
+        missing = {name for name in view if name not in found}
+        # A registry that dies while it answers a find cuts the listing short,
+        # which looks like deletions: only two finds in a row decide one.
+        doubtful = missing - self._missing
+        self._missing = missing
+        if doubtful:
+            self._wanted.set()
+        for name in missing - doubtful - self._unconfirmed:
             self._deliver(self.on_del, name, view.pop(name))
             if not self._current():
                 return
