@@ -77,9 +77,10 @@ class Service:
         self.attrs.insert(0, (attr, value))
 
     def matches(self, pairs: Filter) -> bool:
-        have = dict(self.attrs)
+        # No dict of the attributes: a find calls this for every service.
         for attr, value in pairs:
-            if attr not in have or (value != "*" and have[attr] != value):
+            have = self.get(attr)
+            if have is None or (value != "*" and have != value):
                 return False
         return True
 
