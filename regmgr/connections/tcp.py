@@ -190,6 +190,8 @@ class TCP:
         local = {k: v for k, v in attrs.items() if "\n" in k or "\n" in v}
         remote = {k: v for k, v in attrs.items() if k not in local}
         found = self._find(remote)
+        if not local:
+            return found
         return {name: have for name, have in found.items()
                 if all(k in have and v in ("*", have[k]) for k, v in local.items())}
 
