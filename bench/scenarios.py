@@ -63,9 +63,9 @@ def b1_restore(transport: str, scale: Scale) -> list[Row]:
     """SIGKILL and restart the registry: when does a Monitor elsewhere see all N again?
 
     From the moment the new registry has logged that it listens (every port
-    bound) to the first moment the other process's Monitor view holds all N
-    services again, up to date. The Monitor runs with ``settle=0`` so its
-    view is exactly its last find. The first restart is a warm-up.
+    bound) to the first moment when, in the other process, a find of the
+    Monitor has listed all N services again and its view holds all N (the
+    Monitor runs with ``settle=0``). The first restart is a warm-up.
     """
     n = scale.b1_services
     restores: list[float] = []

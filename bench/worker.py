@@ -24,7 +24,7 @@ from gevent.event import Event
 from gevent.fileobject import FileObjectPosix
 
 from regmgr import TCP, Monitor, RegMgr, Service, Styx
-from regmgr.connections import Connection
+from regmgr.connections import Connection, EventStream, Registration, Services
 
 Reply = dict[str, Any]
 
@@ -60,12 +60,36 @@ def _wait(condition: Callable[[], bool], timeout: float, poll: float = 0.005) ->
     return True
 
 
+class Listing:
+    """``connection`` for the worker's RegMgr, telling ``on_find`` how many each find listed.
+
+    B1 needs to know when the Monitor's finds list every service again,
+    whatever the Monitor then does about the ones they missed.
+    """
+
+    def __init__(self, connection: Connection, on_find: Callable[[int], None]) -> None:
+        self._connection = connection
+        self._on_find = on_find
+
+    def open_event(self) -> EventStream:
+        return self._connection.open_event()
+
+    def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> Registration:
+        return self._connection.open_new(name, attrs)
+
+    def find(self, attrs: Optional[Mapping[str, str]] = None) -> Services:
+        found = self._connection.find(attrs)
+        self._on_find(len(found))
+        return found
+
+
 class Worker:
     """The state of one client process and its requests (``op_*`` methods)."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         self.connection = connection(spec)
-        self.mgr = RegMgr(self.connection)
+        self.mgr = RegMgr(Listing(self.connection, self._found))
+        self.mgr.add_listener(self._connected)
         self.services: list[Service] = []
         self.monitor: Optional[Monitor] = None
         self.count = 0  # services in the monitor's view
@@ -76,6 +100,7 @@ class Worker:
         # B1: after `arm`, when did the view come back whole after a loss?
         self.want = -1
         self.lost = False
+        self.listed = -1  # services in the last find
         self.whole_at: Optional[float] = None
 
     # -- registering ---------------------------------------------------------
@@ -150,7 +175,7 @@ class Worker:
         self.key = key
         self.monitor = self.mgr.attach(Monitor(
             attrs, on_add=self._added, on_del=self._deleted, on_mod=self._modified,
-            settle=settle, on_state=self._state))
+            settle=settle))
         return {}
 
     def _added(self, name: str, attrs: dict[str, str]) -> None:
@@ -164,15 +189,18 @@ class Worker:
         self.mods.append((name, attrs.get(self.key, ""), time.monotonic()))
         self.changed.set()
 
-    def _state(self, stale: bool) -> None:
-        if stale:
+    def _connected(self, connected: bool) -> None:
+        if not connected:
             self.lost = True
+            self.listed = -1
+
+    def _found(self, listed: int) -> None:
+        self.listed = listed
         self._check_whole()
 
     def _check_whole(self) -> None:
-        monitor = self.monitor
-        if (self.lost and self.whole_at is None and self.count == self.want
-                and monitor is not None and not monitor.stale):
+        """Whole: a find since the loss listed them all, and the view holds them all."""
+        if self.lost and self.whole_at is None and self.listed == self.count == self.want:
             self.whole_at = time.monotonic()
 
     def op_view(self, count: int, timeout: float) -> Reply:
