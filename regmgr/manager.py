@@ -65,9 +65,12 @@ class _Supervisor:
             self._set_connected(True)
             while not self.closed:
                 stream.wait()
+                # Inline, not safe_call: this runs for every task on every event.
                 for task in list(self.tasks):
-                    # Named by the bound method: no repr per task and event unless it raises.
-                    safe_call(task.refresh, task.refresh)
+                    try:
+                        task.refresh()
+                    except Exception:
+                        log.exception("%r.refresh raised; ignored", task)
         except (ConnectionError, RegmgrError) as err:
             if not self.closed:
                 log.warning("registry %r lost: %s", self.connection, err)

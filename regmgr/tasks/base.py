@@ -30,11 +30,8 @@ class Task(Protocol):
     def refresh(self) -> None: ...
 
 
-def safe_call(what: object, fn: Optional[Callable[..., Any]], *args: Any) -> None:
-    """Call user code; if it raises, log it and go on (it must not kill our greenlets).
-
-    ``str(what)`` names the call in the log, and is only made if it raised.
-    """
+def safe_call(what: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
+    """Call user code; if it raises, log it and go on (it must not kill our greenlets)."""
     if fn is None:
         return
     try:
