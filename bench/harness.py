@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import gevent
 from gevent import subprocess
@@ -105,7 +105,7 @@ class Client:
     """One ``bench.worker`` process: :meth:`call` sends a request and waits for its reply."""
 
     proc: subprocess.Popen
-    log: Any  # the file the worker's stderr goes to
+    log: IO[bytes]  # the file the worker's stderr goes to
     name: str
 
     @classmethod
@@ -119,10 +119,6 @@ class Client:
         client = cls(proc, log, name)
         client._reply(60)
         return client
-
-    @property
-    def pid(self) -> int:
-        return int(self.proc.pid)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Run ``op`` in the worker; its reply, or ``RuntimeError`` with its log.

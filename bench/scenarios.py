@@ -116,7 +116,11 @@ def b2_change(transport: str, scale: Scale) -> list[Row]:
                 "p50 <= 2, p99 <= 10 ms", met, runs=scale.runs)]
 
 
-def _lags(sent: Sequence[Sequence], seen: Sequence[Sequence]) -> tuple[list[float], int]:
+#: One update as the workers report it: service name, sequence number, time.
+Update = tuple[str, str, float]
+
+
+def _lags(sent: Sequence[Update], seen: Sequence[Update]) -> tuple[list[float], int]:
     """How long each sent update took to show in the monitor; and how many never did.
 
     An update counts as seen when the monitor first reports its service with
@@ -262,7 +266,8 @@ def _failure(client_log: str, server_log: str) -> str:
     for who, text in (("client", client_log), ("registry", server_log)):
         for line in text.splitlines():
             if "rror" in line or "Too many" in line:
-                return f"{who}: {line.strip()[-160:]}"
+                message = line.split(" WARNING ", 1)[-1].split(" ERROR ", 1)[-1]
+                return f"{who}: {message.strip()[:160]}"
     return "registrations timed out, nothing logged"
 
 

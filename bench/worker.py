@@ -243,7 +243,7 @@ class Worker:
 
     # -- finding and measuring ----------------------------------------------
 
-    def op_finds(self, attrs: Optional[dict[str, str]], seconds: float, expect: int) -> Reply:
+    def op_finds(self, attrs: dict[str, str], seconds: float, expect: int) -> Reply:
         """Run finds back to back for ``seconds``; count them, check each one's size."""
         count = 0
         start = time.monotonic()
