@@ -52,17 +52,25 @@ def test_odd_pairs_are_refused(registry_server):
 
 def test_register_survives_a_restart_and_unregisters_on_sigint(registry_server):
     proc = regmgr("register", "cli!svc", "proto", "http", *ports(registry_server))
+    log = []
+    reader = gevent.spawn(lambda: log.extend(iter(proc.stderr.readline, "")))
+
+    def registered(times):
+        return sum("service 'cli!svc': registered" in line for line in log) == times
+
     try:
-        eventually(lambda: registry_server.index() == {"cli!svc": {"proto": "http"}}, timeout=10)
+        eventually(lambda: registered(1), timeout=10)
+        assert registry_server.index() == {"cli!svc": {"proto": "http"}}
         registry_server.restart()
-        eventually(lambda: registry_server.index() == {"cli!svc": {"proto": "http"}}, timeout=10)
+        eventually(lambda: registered(2), timeout=10)
+        assert registry_server.index() == {"cli!svc": {"proto": "http"}}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
         eventually(lambda: registry_server.index() == {})
-        log = proc.stderr.read()
-        assert log.count("service 'cli!svc': registered") == 2
     finally:
         proc.kill()
+        proc.wait()
+        reader.kill()
 
 
 def test_register_refuses_a_bad_name(registry_server):
