@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Union
+from typing import Optional, TypeVar, Union
 
 from .db import load_db
 from .state import Registry
@@ -17,6 +17,8 @@ from .tcp import TCPGateway
 log = logging.getLogger("regmgr.server")
 
 __all__ = ["EmbeddedRegistry"]
+
+_Self = TypeVar("_Self", bound="EmbeddedRegistry")
 
 
 class EmbeddedRegistry:
@@ -38,7 +40,7 @@ class EmbeddedRegistry:
     ) -> None:
         self.host = host
         self.dbfile = dbfile
-        self._ports = {"new_port": new_port, "find_port": find_port, "event_port": event_port}
+        self._ports = (new_port, find_port, event_port)
         self._styx_port = styx_port
         self.registry = Registry()
         self._gateway: Optional[TCPGateway] = None
@@ -50,15 +52,15 @@ class EmbeddedRegistry:
 
     @property
     def new_port(self) -> int:
-        return self._gateway.new_port if self._gateway else self._ports["new_port"]
+        return self._ports[0]
 
     @property
     def find_port(self) -> int:
-        return self._gateway.find_port if self._gateway else self._ports["find_port"]
+        return self._ports[1]
 
     @property
     def event_port(self) -> int:
-        return self._gateway.event_port if self._gateway else self._ports["event_port"]
+        return self._ports[2]
 
     @property
     def styx_port(self) -> Optional[int]:
@@ -73,7 +75,7 @@ class EmbeddedRegistry:
         if self.dbfile is not None:
             count = load_db(self.registry, self.dbfile)
             log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
-        gateway = TCPGateway(self.registry, self.host, **self._ports)
+        gateway = TCPGateway(self.registry, self.host, *self._ports)
         gateway.start()
         if self._styx_port is not None:
             styx = StyxServer(self.registry, self.host, self._styx_port)
@@ -86,8 +88,7 @@ class EmbeddedRegistry:
             self._styx_port = styx.port
         self._gateway = gateway
         # Remember the bound ports so that a restart comes back on the same ones.
-        self._ports = {"new_port": gateway.new_port, "find_port": gateway.find_port,
-                       "event_port": gateway.event_port}
+        self._ports = (gateway.new_port, gateway.find_port, gateway.event_port)
         styx_note = "" if self._styx is None else f", styx {self._styx.port}"
         log.info("registry listening on %s: new %d, find %d, event %d%s",
                  self.host, self.new_port, self.find_port, self.event_port, styx_note)
@@ -107,7 +108,7 @@ class EmbeddedRegistry:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "EmbeddedRegistry":
+    def __enter__(self: _Self) -> _Self:
         if not self.running:
             self.start()
         return self
