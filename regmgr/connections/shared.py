@@ -12,7 +12,7 @@ attributes, little else.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Optional
+from typing import Optional, Union
 
 import gevent
 from gevent.event import AsyncResult
@@ -58,8 +58,10 @@ class SharedListing:
                 gevent.spawn(self._run, find)
         else:
             round_.narrow(attrs)
-        services: Services = round_.result.get()
-        return services
+        outcome: Union[Services, Exception] = round_.result.get()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def _run(self, find: Find) -> None:
         """One find per round, until no caller waits for another."""
@@ -67,8 +69,11 @@ class SharedListing:
             while self._gathering is not None:
                 round_, self._gathering = self._gathering, None  # later callers: next round
                 try:
-                    round_.result.set(find(round_.filter))
+                    outcome: Union[Services, Exception] = find(round_.filter)
                 except Exception as err:
-                    round_.result.set_exception(err)
+                    outcome = err
+                # Not set_exception(): it pickles the traceback, and importing
+                # pickle fails when out of file descriptors; the waiters would hang.
+                round_.result.set(outcome)
         finally:
             self._running = False
