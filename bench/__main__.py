@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from typing import Optional, Sequence
 
 from .harness import TRANSPORTS, Row, summary, table
@@ -43,10 +44,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load = os.getloadavg()[0]
     started = time.monotonic()
     rows: list[Row] = []
+    failures: list[str] = []
     for scenario in args.scenarios:
         for transport in args.transports:
             print(f"{scenario} {transport} ...", file=sys.stderr, flush=True)
-            new = SCENARIOS[scenario](transport, scale)
+            try:
+                new = SCENARIOS[scenario](transport, scale)
+            except Exception as err:  # the other scenarios still get measured
+                traceback.print_exc()
+                failures.append(f"{scenario} {transport} failed: {str(err).splitlines()[0]}")
+                continue
             print(summary(new), file=sys.stderr, flush=True)
             rows += new
     header = (f"`python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}`".
@@ -55,7 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"load average {load:.2f} at start and {os.getloadavg()[0]:.2f} at the end, "
               f"{time.monotonic() - started:.0f} s")
     print(table(rows, header))
-    return 0
+    for failure in failures:
+        print(f"\n{failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from gevent import subprocess
 from regmgr.testing import RegistryProcess
 
 __all__ = ["Row", "Client", "registry", "clients", "percentile", "summary", "table",
-           "process_cpu", "TRANSPORTS"]
+           "process_cpu", "process_rss", "TRANSPORTS"]
 
 #: The transports a worker can use (see :func:`bench.worker.connection`).
 TRANSPORTS = ("tcp", "styx")
@@ -93,6 +93,12 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` now (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 @contextmanager
 def registry() -> Iterator[RegistryProcess]:
     """A fresh ``regmgr serve`` child on ephemeral ports, Styx included."""
@@ -141,9 +147,11 @@ class Client:
         return reply
 
     def stderr(self, tail: int = 2000) -> str:
-        """The end of what the worker logged."""
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")[-tail:]
+        """The last whole lines the worker logged, about ``tail`` characters."""
+        size = self.log.seek(0, os.SEEK_END)
+        self.log.seek(max(0, size - tail))
+        text = self.log.read().decode("utf-8", "replace")
+        return text if size <= tail else text.partition("\n")[2]
 
     def close(self) -> None:
         if self.proc.poll() is None:

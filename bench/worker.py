@@ -140,6 +140,13 @@ class Worker:
             raise TimeoutError(f"not all {len(self.services)} registered after {timeout} s")
         return {"t": time.monotonic()}
 
+    def op_drop_unregistered(self) -> Reply:
+        """Detach every service that is not registered now; how many remain."""
+        for service in [s for s in self.services if not s.registered]:
+            self.mgr.detach(service)
+            self.services.remove(service)
+        return {"total": len(self.services)}
+
     def op_update(self, index: int, attrs: dict[str, str]) -> Reply:
         """One ``Service.update``; returns the time it was called."""
         t = time.monotonic()
