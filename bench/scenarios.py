@@ -244,8 +244,9 @@ def b6_scale(transport: str, scale: Scale) -> list[Row]:
 
     Steps of ``b6_step`` services, each given 30 s. When one cannot
     complete, its unregistered services are dropped and the step halves,
-    down to 1/16 of ``b6_step``; the result is the most services held
-    registered, and the first error logged says what stopped it.
+    down to 1/16 of ``b6_step``, until one adds nothing; the result is the
+    most services held registered, and the first error logged says what
+    stopped it.
     """
     kept = 0
     seconds = 0.0
@@ -259,9 +260,11 @@ def b6_scale(transport: str, scale: Scale) -> list[Row]:
             if reply["complete"]:
                 kept = reply["total"]
                 continue
-            kept = max(kept, reply["registered"])
             stop = (f"{reply['registered']} registered, {reply['total']} attached; "
                     f"{_failure(owner.stderr(4000), reg.output)}")
+            if reply["registered"] <= kept:
+                break  # not one more: no room left
+            kept = reply["registered"]
             owner.call("drop_unregistered")
             step //= 2
         rss = process_rss(owner.proc.pid)  # from outside: the worker may be out of fds
