@@ -165,9 +165,13 @@ def _parse_plain(text: str) -> Optional[dict[str, dict[str, str]]]:
     services: dict[str, dict[str, str]] = {}
     for line in lines:
         words = line.split(" ")
-        if len(words) % 2 == 0 or "" in words or words[0] in services:
+        if len(words) % 2 == 0 or "" in words:
             return None
-        services[words[0]] = dict(zip(words[1::2], words[2::2]))
+        pairs = iter(words)  # no slices: this loop runs for every service listed
+        name = next(pairs)
+        if name in services:
+            return None
+        services[name] = dict(zip(pairs, pairs))
     return services
 
 
