@@ -260,8 +260,8 @@ def b6_scale(transport: str, scale: Scale) -> list[Row]:
             if reply["complete"]:
                 kept = reply["total"]
                 continue
-            stop = (f"{reply['registered']} registered, {reply['total']} attached; "
-                    f"{_failure(owner.stderr(4000), reg.output)}")
+            stop = (f"last step: {reply['registered']} of {reply['total']} attached were "
+                    f"registered; {_failure(owner.stderr(4000), reg.output)}")
             if reply["registered"] <= kept:
                 break  # not one more: no room left
             kept = reply["registered"]
