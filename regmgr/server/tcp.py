@@ -34,6 +34,12 @@ log = logging.getLogger("regmgr.server")
 __all__ = ["TCPGateway", "READY"]
 
 READY = b"READY\n"
+#: Connections each port lets wait for accept() (the kernel may cap it:
+#: net.core.somaxconn). After a restart every client re-registers all its
+#: services at once, a connection each: with gevent's default of 128, a
+#: thousand of them overflowed it and the kernel's dropped handshakes were
+#: retried a second later.
+BACKLOG = 1024
 _CHUNK = 65536
 
 
@@ -70,9 +76,9 @@ class TCPGateway:
         self.find_timeout = find_timeout
         self.owner = owner if owner is not None else getpass.getuser()
         self._servers = {
-            "new": StreamServer((host, new_port), self._serve_new),
-            "find": StreamServer((host, find_port), self._serve_find),
-            "event": StreamServer((host, event_port), self._serve_event),
+            "new": StreamServer((host, new_port), self._serve_new, backlog=BACKLOG),
+            "find": StreamServer((host, find_port), self._serve_find, backlog=BACKLOG),
+            "event": StreamServer((host, event_port), self._serve_event, backlog=BACKLOG),
         }
         self._clients: set[GeventSocket] = set()
 
