@@ -21,3 +21,9 @@ registration = GunicornHooks(
 )
 when_ready = registration.when_ready
 on_exit = registration.on_exit
+
+
+def post_worker_init(worker):
+    # gunicorn installs a worker's signal handlers only once the app is
+    # loaded: a SIGTERM before this line waits for graceful_timeout.
+    worker.log.info("worker %s ready", worker.pid)

@@ -71,7 +71,11 @@ class Example:
         while name in registry.index() and time.monotonic() - start < 5:
             time.sleep(0.005)
         gone_after = time.monotonic() - start
-        assert self.proc.wait(timeout=15) == 0, self.log()
+        try:
+            code = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(self.log())
+        assert code == 0, self.log()
         return gone_after
 
     def kill(self):
@@ -154,6 +158,9 @@ def test_pywsgi_app(registry, run, peer):
 def test_flask_gunicorn_two_workers_one_registration(registry, run, peer):
     port = free_port()
     example = gunicorn(run, port)
+    # A worker still loading the app ignores SIGTERM (gunicorn's own race),
+    # so stop only once both are ready.
+    example.wait_until(lambda: len(pids_logged(example.log(), r"worker (\d+) ready")) == 2)
     check_http_example(registry, example, port, peer)
     log = example.log()
     assert len(pids_logged(log, r"Booting worker with pid: (\d+)")) == 2
