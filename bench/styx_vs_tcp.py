@@ -18,7 +18,6 @@ Linux only (``/proc``).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Callable
@@ -27,23 +26,12 @@ import gevent
 
 from regmgr import TCP, RegMgr, Service, Styx
 from regmgr.connections import Connection
-from regmgr.testing import RegistryProcess, find_over_tcp
+from regmgr.testing import RegistryProcess, find_over_tcp, open_sockets
 
 TRANSPORTS: dict[str, Callable[[RegistryProcess], Connection]] = {
     "tcp": lambda reg: TCP(reg.host, reg.new_port, reg.find_port, reg.event_port),
     "styx": lambda reg: Styx(reg.host, reg.styx_port),
 }
-
-
-def open_sockets() -> int:
-    """Sockets among this process's file descriptors."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass  # closed while listing
-    return count
 
 
 def run(transport: str, n: int) -> dict[str, float]:

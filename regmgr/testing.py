@@ -27,7 +27,8 @@ from gevent import subprocess
 from .server import EmbeddedRegistry
 from .wire import parse_services
 
-__all__ = ["RegistryServer", "RegistryProcess", "registry_server", "registry_process", "find_over_tcp"]
+__all__ = ["RegistryServer", "RegistryProcess", "registry_server", "registry_process",
+           "find_over_tcp", "open_sockets"]
 
 _LISTENING = re.compile(
     rb"registry listening on \S+: new (\d+), find (\d+), event (\d+)(?:, styx (\d+))?")
@@ -45,6 +46,17 @@ def find_over_tcp(host: str, find_port: int, filter_line: str = "", timeout: flo
                 break
             chunks.append(data)
     return parse_services(b"".join(chunks).decode("utf-8"))
+
+
+def open_sockets() -> int:
+    """Sockets among this process's file descriptors (Linux ``/proc``)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass  # closed while listing
+    return count
 
 
 class RegistryServer(EmbeddedRegistry):

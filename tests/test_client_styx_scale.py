@@ -1,24 +1,13 @@
 """10,000 services through one Styx session against ``regmgr serve``, through a SIGKILL."""
-import os
 import time
 
 import gevent
 from gevent.pool import Pool
 
 from regmgr import Styx
+from regmgr.testing import open_sockets
 
 COUNT = 10_000
-
-
-def open_sockets():
-    """Sockets among this process's file descriptors (Linux)."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass  # closed while listing
-    return count
 
 
 def register_all(conn):
