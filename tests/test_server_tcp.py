@@ -252,7 +252,7 @@ def test_event_coalesces_changes_while_client_is_busy():
         assert read_line(events) == b"READY\n"
         svc = registry.create("me")
         for i in range(50):
-            registry.write(svc, f"s{'' if i else ''} a {i}" if i == 0 else f"a {i}")
+            registry.write(svc, "s a 0" if i == 0 else f"a {i}")
         gevent.sleep(0.05)
         assert read_line(events) == b"00000050\n"
         events.settimeout(0.2)

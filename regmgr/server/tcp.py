@@ -172,18 +172,13 @@ class TCPGateway:
         sock.settimeout(self.find_timeout)
         buffer = b""
         try:
-            while True:
-                end = buffer.find(b"\n") + 1
-                if end:
-                    buffer = buffer[:end]
-                    break
-                if len(buffer) > self.find_limit:
-                    log.warning("find %s: filter over %d bytes, closing", peer, self.find_limit)
-                    return
+            # Read up to the first newline or EOF, but never past the limit.
+            while b"\n" not in buffer and len(buffer) <= self.find_limit:
                 data = sock.recv(_CHUNK)
                 if not data:
                     break
                 buffer += data
+            buffer = buffer[:buffer.find(b"\n") + 1 or len(buffer)]
             if len(buffer) > self.find_limit:
                 log.warning("find %s: filter over %d bytes, closing", peer, self.find_limit)
                 return
