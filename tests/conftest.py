@@ -85,7 +85,8 @@ def hub_errors(monkeypatch):
 
 
 def tcp_connection(server):
-    return TCP(server.host, server.new_port, server.find_port, server.event_port)
+    return TCP(server.host, new_port=server.new_port, find_port=server.find_port,
+               event_port=server.event_port)
 
 
 def styx_connection(server):
