@@ -25,16 +25,22 @@ class Lookup(TaskBase):
     def __init__(
         self,
         attrs: Optional[Mapping[str, AttrValue]] = None,
+        *,
         callback: Optional[Callable[[Services], Any]] = None,
     ) -> None:
         super().__init__()
-        self.attrs = normalize_attrs(attrs)
+        self._attrs = normalize_attrs(attrs)
         self.callback = callback
         self._result: Services = {}
         self._done = Event()
 
     def __repr__(self) -> str:
-        return f"Lookup({self.attrs!r})"
+        return f"Lookup({self._attrs!r})"
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        """The filter this lookup runs (a copy: it is fixed at construction)."""
+        return dict(self._attrs)
 
     def wait(self, timeout: Optional[float] = None) -> Services:
         """Block until the result is in; ``TimeoutError`` after ``timeout`` seconds."""
@@ -43,7 +49,7 @@ class Lookup(TaskBase):
         return {name: dict(attrs) for name, attrs in self._result.items()}
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
-        retry_loop(self, backoff, lambda: connection.find(self.attrs), self._finish,
+        retry_loop(self, backoff, lambda: connection.find(self._attrs), self._finish,
                    running=self._current)
 
     def _finish(self, result: Services) -> None:
