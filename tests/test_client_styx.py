@@ -198,11 +198,13 @@ def test_long_attribute_lists_go_in_several_writes(registry_server):
 
 def test_msize_is_negotiated_and_writes_stay_within_iounit(registry_server):
     conn = styx(registry_server, msize=1 << 20)
-    reg = conn.open_new("svc", {"v": "x" * 8000})
+    attrs = {key: "x" * 4000 for key in "abc"}  # 12 KB: two writes, not one
+    reg = conn.open_new("svc", attrs)
     assert conn._session.msize == 65560
-    assert conn.find() == {"svc": {"v": "x" * 8000}}
-    with pytest.raises(ValueError, match="8192-byte write limit"):
-        reg.update({"v": "x" * 9000})  # export would split it: Ropen's iounit is the limit
+    assert reg._limit == 8192  # export would split a longer write: Ropen's iounit is the limit
+    assert conn.find() == {"svc": attrs}
+    reg.update({key: "y" * 4000 for key in "abc"})
+    assert conn.find() == {"svc": {key: "y" * 4000 for key in "abc"}}
     reg.close()
 
 

@@ -26,6 +26,7 @@ from gevent.lock import Semaphore
 
 from .. import ninep
 from ..errors import ProtocolError, RegistryError
+from ..limits import check_service
 from ..wire import format_attrs, parse_services, quote
 from .styxsession import ROOT_FID, Call, Session, expect
 
@@ -119,6 +120,7 @@ class StyxRegistration:
     def update(self, attrs: Mapping[str, str]) -> None:
         if not attrs:
             return
+        check_service(None, attrs)  # the tasks checked; this is the last line of defence
         label = f"{self._session.label} {self.name!r}"
         if self._ended.ready() or not self._session.alive:
             raise ConnectionError(f"{label}: registration closed or lost")
@@ -256,6 +258,7 @@ class Styx:
         return StyxEventStream(session, fid)
 
     def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> StyxRegistration:
+        check_service(name, attrs or {}, name_rules=False)  # the registry answers a bad name
         session = self._acquire()
         try:
             fid, limit = self._open(session, "new", ninep.OWRITE)
@@ -272,7 +275,9 @@ class Styx:
         return StyxRegistration(session, fid, name, limit, self.connect_timeout)
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
-        return self._listing("find", dict(attrs or {}))
+        attrs = dict(attrs or {})
+        check_service(None, attrs)
+        return self._listing("find", attrs)
 
     def index(self) -> dict[str, dict[str, str]]:
         """Every named service (the ``index`` file)."""

@@ -25,6 +25,7 @@ import gevent
 import gevent.socket
 
 from ..errors import ProtocolError, RegistryError
+from ..limits import check_service
 from ..wire import format_attrs, format_service, parse_services, service_name_error
 from .shared import SharedListing
 
@@ -120,6 +121,7 @@ class TCPRegistration:
     def update(self, attrs: Mapping[str, str]) -> None:
         if not attrs:
             return  # an empty write is `bad syntax`: it would unregister us
+        check_service(None, attrs)  # the tasks checked; this is the last line of defence
         if self._closed:
             raise ConnectionError(f"{self._label}: registration closed")
         with _link(self._label):
@@ -208,6 +210,7 @@ class TCP:
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
         attrs = attrs or {}
+        check_service(None, attrs)
         # The gateway reads the filter up to the first newline, quoted or
         # not: pairs holding one are matched here instead.
         local = {k: v for k, v in attrs.items() if "\n" in k or "\n" in v}
@@ -243,6 +246,7 @@ class TCP:
         if error is not None:
             raise RegistryError(error)  # what the registry would say, without the round trip
         attrs = dict(attrs or {})
+        check_service(name, attrs)
         label = f"new {self.host}:{self.new_port} {name!r}"
         sock = self._connect(self.new_port, label)
         registration = TCPRegistration(sock, name, label)
