@@ -34,6 +34,7 @@ __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
 #: Largest find reply accepted, as the Perl client caps it.
 FIND_LIMIT = 1 << 20
 _EVENT_LINE_LIMIT = 1024
+_CONFIRM_FILTER = 1024  # characters of the filter that confirms a registration
 _VERSION = re.compile(rb"\d+")
 # Keepalive probes notice a peer that vanished without a FIN (a dead host or
 # a cut cable) in about 25 s instead of the kernel's default two hours.
@@ -77,6 +78,21 @@ def _peer_closed(sock: gevent.socket.socket) -> bool:
         return True
     finally:
         sock.settimeout(timeout)
+
+
+def _filter_of(attrs: Mapping[str, str]) -> dict[str, str]:
+    """The first pairs of ``attrs`` that fit :data:`_CONFIRM_FILTER` bytes: enough to narrow a find.
+
+    The whole of a large service would be over the gateway's find limit.
+    """
+    chosen: dict[str, str] = {}
+    size = 0
+    for key, value in attrs.items():
+        size += len(key) + len(value) + 2
+        if size > _CONFIRM_FILTER:
+            break
+        chosen[key] = value
+    return chosen
 
 
 class TCPEventStream:
@@ -242,11 +258,11 @@ class TCP:
             raise ProtocolError(f"{label}: reply is not UTF-8", err.object[:200]) from err
 
     def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> TCPRegistration:
+        attrs = dict(attrs or {})
+        check_service(name, attrs, name_rules=False)  # the tasks checked; the last line of defence
         error = service_name_error(name)
         if error is not None:
             raise RegistryError(error)  # what the registry would say, without the round trip
-        attrs = dict(attrs or {})
-        check_service(name, attrs)
         label = f"new {self.host}:{self.new_port} {name!r}"
         sock = self._connect(self.new_port, label)
         registration = TCPRegistration(sock, name, label)
@@ -266,7 +282,7 @@ class TCP:
         deadline = time.monotonic() + self.connect_timeout
         pause = 0.005
         while True:
-            listed = registration.name in self._confirmations(self.find, attrs)
+            listed = registration.name in self._confirmations(self.find, _filter_of(attrs))
             if registration.peer_closed:
                 if registration.name in self._confirmations(self.find, {}):
                     raise RegistryError("duplicate service name")
