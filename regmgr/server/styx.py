@@ -30,7 +30,7 @@ from .. import ninep
 from .listen import DEFAULT_KEEPALIVE, Listener, peer_text
 from .state import Registry
 from .styxproto import (  # noqa: F401  (qid constants re-exported for tests)
-    MAX_IOUNIT, MAX_MSIZE, QEVENT, QFIND, QINDEX, QNEW, QROOT, QSVC, StyxSession,
+    MAX_IOUNIT, MAX_MSIZE, QEVENT, QFIND, QINDEX, QNEW, QROOT, QSVC, Listings, StyxSession,
 )
 
 log = logging.getLogger("regmgr.server")
@@ -101,7 +101,7 @@ class _Connection:
         self.peer = peer
         self.sock = sock
         self.decoder = ninep.Decoder(MAX_MSIZE)
-        self.session = StyxSession(frontend.registry, frontend.started)
+        self.session = StyxSession(frontend.registry, frontend.started, frontend.listings)
         self.outbox = _Outbox(sock)
 
     def run(self) -> None:
@@ -145,6 +145,7 @@ class StyxServer:
         self.registry = registry
         self.host = host
         self.started = int(time.time())
+        self.listings = Listings(registry)  # snapshots shared by every session
         # Replies are small frames: no Nagle delay.
         self._server = Listener((host, port), self._serve, name="styx", keepalive=keepalive,
                                 nodelay=True)
