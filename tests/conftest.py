@@ -2,6 +2,7 @@
 import pytest
 
 from regmgr import TCP, RegMgr, Styx
+from zkutil import zk_ensemble, zk_root  # noqa: F401 (fixtures: a ZooKeeper ensemble)
 
 
 def tcp_connection(server):
