@@ -6,7 +6,8 @@ from zkutil import zk_ensemble, zk_root  # noqa: F401 (fixtures: a ZooKeeper ens
 
 
 def tcp_connection(server):
-    return TCP(server.host, server.new_port, server.find_port, server.event_port)
+    return TCP(server.host, new_port=server.new_port, find_port=server.find_port,
+               event_port=server.event_port)
 
 
 def styx_connection(server):
