@@ -32,7 +32,8 @@ Reply = dict[str, Any]
 def connection(spec: Mapping[str, Any]) -> Connection:
     """The transport ``spec`` names."""
     if spec["transport"] == "tcp":
-        return TCP(spec["host"], spec["new"], spec["find"], spec["event"])
+        return TCP(spec["host"], new_port=spec["new"], find_port=spec["find"],
+                   event_port=spec["event"])
     if spec["transport"] == "styx":
         return Styx(spec["host"], spec["styx"])
     raise ValueError(f"unknown transport {spec['transport']!r}")

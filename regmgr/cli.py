@@ -79,7 +79,8 @@ def _connection(args: argparse.Namespace) -> Connection:
 
     if args.transport == "styx":
         return Styx(args.host, args.styx_port, user=args.user)
-    return TCP(args.host, args.new_port, args.find_port, args.event_port)
+    return TCP(args.host, new_port=args.new_port, find_port=args.find_port,
+               event_port=args.event_port)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -130,11 +131,11 @@ def _print_change(mark: str) -> Callable[[str, dict[str, str]], None]:
 
 
 def _watcher(attrs: dict[str, str], settle: float,
-             on_state: Callable[[bool], None]) -> Monitor:
+             on_stale: Callable[[bool], None]) -> Monitor:
     from . import Monitor
 
     return Monitor(attrs, on_add=_print_change("+"), on_mod=_print_change("~"),
-                   on_del=_print_change("-"), settle=settle, on_state=on_state)
+                   on_del=_print_change("-"), settle=settle, on_stale=on_stale)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -167,7 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     server = EmbeddedRegistry(new_port=0, find_port=0, event_port=0)
     server.start()
-    conn = TCP(server.host, server.new_port, server.find_port, server.event_port)
+    conn = TCP(server.host, new_port=server.new_port, find_port=server.find_port,
+               event_port=server.event_port)
     say(f"registry on {server.host}, ports new {server.new_port}, find {server.find_port}, "
         f"event {server.event_port}")
     try:

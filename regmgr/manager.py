@@ -168,10 +168,17 @@ class RegMgr:
         task.manager = None
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(connected)`` on every connect and disconnect."""
+        """Call ``listener(connected)`` on every connect (True) and disconnect (False).
+
+        Refuses a non-callable at once, so the mistake shows here and not as
+        a logged error at the next connect.
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, not {type(listener).__name__}")
         self._core.listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ``ValueError`` if it was not added."""
         self._core.listeners.remove(listener)
 
     def lookup(self, attrs: Optional[Mapping[str, AttrValue]] = None,

@@ -5,7 +5,8 @@ from regmgr import TCP, RegMgr, Styx
 
 
 def tcp_connection(server):
-    return TCP(server.host, server.new_port, server.find_port, server.event_port)
+    return TCP(server.host, new_port=server.new_port, find_port=server.find_port,
+               event_port=server.event_port)
 
 
 def styx_connection(server):

@@ -202,9 +202,9 @@ class TCP:
     def __init__(
         self,
         host: str,
-        port_new: int = 6701,
-        port_find: int = 6702,
-        port_event: int = 6703,
+        new_port: int = 6701,
+        find_port: int = 6702,
+        event_port: int = 6703,
         *,
         connect_timeout: float = 5.0,
         probe_interval: float = PROBE_INTERVAL,
@@ -216,16 +216,16 @@ class TCP:
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
         self.host = host
-        self.port_new = port_new
-        self.port_find = port_find
-        self.port_event = port_event
+        self.new_port = new_port
+        self.find_port = find_port
+        self.event_port = event_port
         self.connect_timeout = connect_timeout
         self._family = _address_family(host)
         self._confirmations = SharedListing()
 
     def __repr__(self) -> str:
-        return (f"TCP({self.host!r}, port_new={self.port_new}, "
-                f"port_find={self.port_find}, port_event={self.port_event})")
+        return (f"TCP({self.host!r}, new_port={self.new_port}, "
+                f"find_port={self.find_port}, event_port={self.event_port})")
 
     def _connect(self, port: int, label: str) -> gevent.socket.socket:
         with _link(label):
@@ -247,8 +247,8 @@ class TCP:
             return sock
 
     def open_event(self) -> TCPEventStream:
-        label = f"event {self.host}:{self.port_event}"
-        sock = self._connect(self.port_event, label)
+        label = f"event {self.host}:{self.event_port}"
+        sock = self._connect(self.event_port, label)
         stream = TCPEventStream(sock, label)
         try:
             greeting = stream._readline()
@@ -263,7 +263,7 @@ class TCP:
 
     def _probe(self) -> None:
         """A find that matches nothing, answered within ``probe_timeout`` (or ConnectionError)."""
-        deadline(self.probe_timeout, f"probe {self.host}:{self.port_find}",
+        deadline(self.probe_timeout, f"probe {self.host}:{self.find_port}",
                  lambda: self._find(PROBE_FILTER))
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
@@ -279,11 +279,11 @@ class TCP:
                 if all(k in have and v in ("*", have[k]) for k, v in local.items())}
 
     def _find(self, attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        label = f"find {self.host}:{self.port_find}"
+        label = f"find {self.host}:{self.find_port}"
         request = (format_attrs(attrs) + "\n").encode("utf-8")
         chunks = []
         size = 0
-        with self._connect(self.port_find, label) as sock, _link(label):
+        with self._connect(self.find_port, label) as sock, _link(label):
             sock.sendall(request)  # one send: the real gateway takes one read as the filter
             while True:
                 data = sock.recv(65536)
@@ -303,8 +303,8 @@ class TCP:
         if error is not None:
             raise RegistryError(error)  # what the registry would say, without the round trip
         attrs = dict(attrs or {})
-        label = f"new {self.host}:{self.port_new} {name!r}"
-        sock = self._connect(self.port_new, label)
+        label = f"new {self.host}:{self.new_port} {name!r}"
+        sock = self._connect(self.new_port, label)
         registration = TCPRegistration(sock, name, label)
         try:
             with _link(label):

@@ -29,16 +29,22 @@ class Lookup(TaskBase):
     def __init__(
         self,
         attrs: Optional[Mapping[str, AttrValue]] = None,
+        *,
         callback: Optional[Callable[[Services], Any]] = None,
     ) -> None:
         super().__init__()
-        self.attrs = normalize_attrs(attrs)
+        self._attrs = normalize_attrs(attrs)
         self.callback = callback
         self._result: Services = {}
         self._done = Event()
 
     def __repr__(self) -> str:
-        return f"Lookup({self.attrs!r})"
+        return f"Lookup({self._attrs!r})"
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        """The filter this lookup runs (a copy: it is fixed at construction)."""
+        return dict(self._attrs)
 
     def wait(self, timeout: Optional[float] = None) -> Services:
         """Block until the result is in; ``TimeoutError`` after ``timeout`` seconds."""
@@ -50,10 +56,10 @@ class Lookup(TaskBase):
         delays = backoff.delays()
         while True:
             try:
-                self._result = connection.find(self.attrs)
+                self._result = connection.find(self._attrs)
                 break
             except (ConnectionError, RegmgrError) as err:
-                log.warning("lookup %r: %s", self.attrs, err)
+                log.warning("lookup %r: %s", self._attrs, err)
             gevent.sleep(next(delays))
         self._done.set()
         manager = self.manager
