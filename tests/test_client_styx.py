@@ -124,10 +124,11 @@ def test_removal_by_the_owner_ends_the_registration(registry_server, hub_errors)
     reg = conn.open_new("svc")
     waiter = gevent.spawn(reg.wait)
     conn.remove("svc")
-    with pytest.raises(ConnectionError, match="buggy program!"):
-        reg.update({"a": "1"})
-    with pytest.raises(RegistryError):
+    reg.update({"a": "1"})  # sent without waiting: its refusal ends the registration
+    with pytest.raises(RegistryError, match="buggy program!"):
         waiter.get(timeout=5)
+    with pytest.raises(ConnectionError):
+        reg.update({"a": "2"})
     reg.close()
 
 
