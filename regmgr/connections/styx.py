@@ -18,7 +18,7 @@ import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 from gevent.event import AsyncResult
@@ -171,6 +171,14 @@ class Styx:
         self.connect_timeout = connect_timeout
         self._session: Optional[Session] = None
         self._connecting = Semaphore()
+
+    def __getstate__(self) -> dict[str, object]:
+        """Only the configuration pickles; a copy dials its own session when first used."""
+        return {"host": self.host, "port": self.port, "user": self.user, "msize": self.msize,
+                "connect_timeout": self.connect_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Styx.__init__(self, **state)
 
     def __repr__(self) -> str:
         return f"Styx({self.host!r}, port={self.port}, user={self.user!r})"
