@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import gevent
 from gevent.event import Event
 
-from .errors import RegmgrError
+from .errors import TRANSIENT_ERRORS, RegmgrError
 from .wire import format_service
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     """Print the matching services once, like Inferno's regquery."""
     try:
         found = _connection(args).find(_pairs(args.attrs))
-    except (ConnectionError, RegmgrError) as err:
+    except TRANSIENT_ERRORS as err:
         print(f"regmgr find: {err}", file=sys.stderr)
         return 1
     for name, attrs in found.items():
@@ -117,7 +117,7 @@ def cmd_unregister(args: argparse.Namespace) -> int:
 
     try:
         Styx(args.host, args.styx_port, user=args.user).remove(args.name)
-    except (ConnectionError, RegmgrError) as err:
+    except TRANSIENT_ERRORS as err:
         print(f"regmgr unregister: {args.name}: {err}", file=sys.stderr)
         return 1
     return 0

@@ -1,22 +1,18 @@
 """Lookup: one find, retried until it succeeds, then gone."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-import gevent
 from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Services
-from ..errors import RegmgrError
+from ..retry import retry_loop
 from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase, safe_call
 
 __all__ = ["Lookup"]
-
-log = logging.getLogger("regmgr")
 
 
 class Lookup(TaskBase):
@@ -53,14 +49,12 @@ class Lookup(TaskBase):
         return {name: dict(attrs) for name, attrs in self._result.items()}
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
-        delays = backoff.delays()
-        while True:
-            try:
-                self._result = connection.find(self._attrs)
-                break
-            except (ConnectionError, RegmgrError) as err:
-                log.warning("lookup %r: %s", self._attrs, err)
-            gevent.sleep(next(delays))
+        retry_loop(self, backoff, lambda: connection.find(self._attrs), self._finish,
+                   running=self._current)
+
+    def _finish(self, result: Services) -> None:
+        """Keep the result, detach (which ends the retry loop) and call back."""
+        self._result = result
         self._done.set()
         manager = self.manager
         if manager is not None:

@@ -1,23 +1,19 @@
 """Monitor: keep a view of the matching services and report every change."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-import gevent
 from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Services
-from ..errors import RegmgrError
+from ..retry import retry_loop
 from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase, safe_call
 
 __all__ = ["Monitor"]
-
-log = logging.getLogger("regmgr")
 
 Callback = Optional[Callable[[str, dict[str, str]], Any]]
 StaleCallback = Optional[Callable[[bool], Any]]
@@ -112,20 +108,19 @@ class Monitor(TaskBase):
         self._set_stale(True)
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
-        delays = backoff.delays()
-        while self._current():
-            # When the settle period ends, a find decides the held deletions.
-            self._wanted.wait(self._settle_left() if self._unconfirmed else None)
-            self._wanted.clear()
-            try:
-                found = connection.find(self._attrs)
-            except (ConnectionError, RegmgrError) as err:
-                log.warning("monitor %r: %s", self._attrs, err)
-                self._wanted.set()
-                gevent.sleep(next(delays))
-                continue
-            delays = backoff.delays()
-            self._apply(found)
+        retry_loop(self, backoff, lambda: self._update(connection), _nothing,
+                   running=self._current)
+
+    def _update(self, connection: Connection) -> None:
+        """Wait until a find is wanted, run it and apply it; on failure want another."""
+        # When the settle period ends, a find decides the held deletions.
+        self._wanted.wait(self._settle_left() if self._unconfirmed else None)
+        self._wanted.clear()
+        try:
+            self._apply(connection.find(self._attrs))
+        except Exception:
+            self._wanted.set()  # after the retry loop's backoff delay
+            raise
 
     def _settle_left(self) -> float:
         return max(0.0, self._settle_until - time.monotonic())
@@ -169,3 +164,7 @@ class Monitor(TaskBase):
         if stale != self._stale:
             self._stale = stale
             safe_call(f"monitor on_stale {self.on_stale!r}", self.on_stale, stale)
+
+
+def _nothing(_: None) -> None:
+    """Nothing to hold between two finds: each attempt is a whole find."""

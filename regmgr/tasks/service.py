@@ -11,7 +11,8 @@ from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Registration
-from ..errors import RegistryError, RegmgrError
+from ..errors import TRANSIENT_ERRORS, RegistryError
+from ..retry import retry_loop
 from ..wire import AttrValue, normalize_attrs, service_name_error
 from .base import TaskBase
 
@@ -83,24 +84,9 @@ class Service(TaskBase):
             registration.close()
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
-        delays = backoff.delays()
-        while self._current():
-            try:
-                registration = self._register(connection)
-            except (ConnectionError, RegmgrError) as err:
-                log.warning("service %r: not registered: %s", self.name, err)
-            else:
-                delays = backoff.delays()
-                try:
-                    self._watch(connection, registration)
-                except (ConnectionError, RegmgrError) as err:
-                    log.warning("service %r: registration lost: %s", self.name, err)
-                finally:
-                    if self._registration is registration:
-                        self._registration = None
-                    registration.close()
-            if self._current():
-                gevent.sleep(next(delays))
+        retry_loop(self, backoff, lambda: self._register(connection),
+                   lambda registration: self._watch(connection, registration),
+                   running=self._current)
 
     def _register(self, connection: Connection) -> Registration:
         sent = dict(self._attrs)
@@ -117,7 +103,7 @@ class Service(TaskBase):
         return registration
 
     def _watch(self, connection: Connection, registration: Registration) -> None:
-        """Return or raise when the registration is lost (or closed by stop())."""
+        """Return or raise when the registration is lost (or closed by stop()); close it."""
         waiter = gevent.spawn(_outcome, registration)
         checks = self._checks = _checks.setdefault(connection, _Checks())
         checks.watch(self, registration, connection)
@@ -131,6 +117,9 @@ class Service(TaskBase):
             checks.unwatch(self)
             self._checks = None
             waiter.kill(block=False)
+            if self._registration is registration:
+                self._registration = None
+            registration.close()
 
 
 class _Checks:
@@ -166,8 +155,10 @@ class _Checks:
             watched = list(self._watched.items())
             try:
                 missing = _missing(connection, watched)
-            except (ConnectionError, RegmgrError) as err:
+            except TRANSIENT_ERRORS as err:
                 log.info("cannot check %d registrations: %s", len(watched), err)
+            except Exception:
+                log.exception("cannot check %d registrations", len(watched))
             else:
                 for service, registration in missing:
                     if self._watched.get(service) is registration:  # not re-registered since
@@ -205,6 +196,6 @@ def _outcome(registration: Registration) -> Optional[Exception]:
     """Wait on ``registration``; return why it ended (a greenlet that raised would be printed)."""
     try:
         registration.wait()
-    except (ConnectionError, RegmgrError) as err:
+    except Exception as err:  # expected or not, it ends the registration
         return err
     return None
