@@ -69,7 +69,7 @@ def polite(msg):
 
 def test_defaults_and_arguments():
     conn = Styx("h")
-    assert (conn.port, conn.user, conn.msize, conn.connect_timeout) == (6675, "none", 8192, 5.0)
+    assert (conn.port, conn.user, conn.msize, conn.connect_timeout) == (6675, "none", 65560, 5.0)
     with pytest.raises(TypeError):
         Styx(None)
 

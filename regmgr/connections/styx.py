@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Optional
@@ -29,7 +30,7 @@ from ..errors import ProtocolError, RegistryError
 from ..wire import format_attrs, parse_services, quote
 from .styxsession import ROOT_FID, Call, Session, expect
 
-__all__ = ["Styx", "StyxEventStream", "StyxRegistration", "LISTING_LIMIT"]
+__all__ = ["Styx", "StyxEventStream", "StyxRegistration", "StyxFinder", "LISTING_LIMIT"]
 
 #: Largest ``find``/``index`` reply accepted, in bytes.
 LISTING_LIMIT = 64 << 20
@@ -149,19 +150,126 @@ class StyxRegistration:
         self._session.release()
 
 
+Filter = tuple[tuple[str, str], ...]
+
+
+class StyxFinder:
+    """``find`` fids kept open with their filter, so that a repeated find is one read.
+
+    Each open ``find`` file has its own filter, and its listing is computed
+    afresh by every read at offset 0 (registry4.md §4). So a fid walked,
+    opened and given its filter once answers each later find with that
+    filter in one Tread of ``msize - IOHDRSZ`` bytes (a listing that does
+    not fit takes more), where a fresh fid costs walk, open, write, reads
+    and clunk. Inferno's export accepts reads that large and fills them
+    across its own mount, so a reply shorter than asked ends the listing;
+    one that stops at a multiple of ``iounit`` may only be a server that
+    caps reads there, and one more read tells. Only the standard protocol
+    is used.
+
+    A fid serves one find at a time; finds running together with one
+    filter open one fid each. Up to ``keep`` idle fids are kept, the least
+    recently used clunked first. They do not hold the session: when it
+    ends they end with it, and the next session starts empty.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._session: Optional[Session] = None
+        self._idle: OrderedDict[tuple[Filter, int], tuple[int, int]] = OrderedDict()
+        self._serial = 0  # tells apart idle fids of one filter
+
+    def find(self, styx: Styx, session: Session,
+             attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """The services matching ``attrs``, read through a kept or a new fid."""
+        if session is not self._session:
+            self._session = session
+            self._idle.clear()  # their session is gone, and its fids with it
+        key = tuple(sorted(attrs.items()))
+        fid, iounit = self._take(key) or self._open(styx, session, attrs)
+        try:
+            text = self._read(styx, session, fid, iounit)
+        except BaseException:
+            session.clunk(fid)
+            raise
+        self._put(session, key, fid, iounit)
+        try:
+            return parse_services(text.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ProtocolError(f"{session.label}: listing is not UTF-8",
+                                err.object[:200]) from err
+
+    def _take(self, key: Filter) -> Optional[tuple[int, int]]:
+        for idle in self._idle:
+            if idle[0] == key:
+                return self._idle.pop(idle)
+        return None
+
+    def _put(self, session: Session, key: Filter, fid: int, iounit: int) -> None:
+        if session is not self._session or not session.alive:
+            return
+        self._serial += 1
+        self._idle[(key, self._serial)] = (fid, iounit)
+        while len(self._idle) > self.keep:
+            _, (old, _) = self._idle.popitem(last=False)
+            session.clunk(old)
+
+    @staticmethod
+    def _open(styx: Styx, session: Session, attrs: Mapping[str, str]) -> tuple[int, int]:
+        fid = session.alloc_fid()
+        try:
+            expect(styx._call(session, ninep.Twalk(0, ROOT_FID, fid, ("find",))),
+                   ninep.Rwalk, session.label)
+            opened = styx._call(session, ninep.Topen(0, fid, ninep.ORDWR))
+            expect(opened, ninep.Ropen, session.label)
+            assert isinstance(opened, ninep.Ropen)
+            if attrs:  # a fresh find fid has no filter: nothing to clear
+                data = format_attrs(attrs).encode("utf-8")
+                limit = _io_limit(session, opened.iounit)
+                if len(data) > limit:
+                    raise ValueError(f"filter of {len(data)} bytes is over the "
+                                     f"{limit}-byte write limit of this Styx session")
+                expect(styx._call(session, ninep.Twrite(0, fid, 0, data)),
+                       ninep.Rwrite, session.label)
+        except BaseException:
+            session.clunk(fid)
+            raise
+        return fid, opened.iounit
+
+    @staticmethod
+    def _read(styx: Styx, session: Session, fid: int, iounit: int) -> bytes:
+        """The whole listing: reads from offset 0 until one comes back short."""
+        count = session.msize - ninep.IOHDRSZ
+        chunks: list[bytes] = []
+        offset = 0
+        while True:
+            reply = styx._call(session, ninep.Tread(0, fid, offset, count))
+            expect(reply, ninep.Rread, session.label)
+            assert isinstance(reply, ninep.Rread)
+            data = reply.data
+            offset += len(data)
+            if offset > LISTING_LIMIT:
+                raise ProtocolError(f"{session.label}: listing over {LISTING_LIMIT} bytes")
+            chunks.append(data)
+            if not data or (len(data) < count and (not iounit or len(data) % iounit)):
+                return b"".join(chunks)
+
+
 class Styx:
     """Reach a registry over Styx, as Inferno exports it on port 6675.
 
     ``user`` is the uname of Tattach: it owns the services registered here,
     and only it may :meth:`remove` them. ``msize`` is the largest message
-    proposed. ``connect_timeout`` bounds connecting and every call except
+    proposed: the default is the most Inferno's export allows (64 KiB of
+    data), so that one read carries a find of some 2,000 services.
+    ``connect_timeout`` bounds connecting and every call except
     event reads. One session (one socket) is shared by every stream,
     registration and call of this object while any of them is open; the
     last one to close ends it, and the next call opens a new one.
     """
 
     def __init__(self, host: str, port: int = 6675, *, user: str = "none",
-                 msize: int = 8192, connect_timeout: float = 5.0) -> None:
+                 msize: int = 65536 + ninep.IOHDRSZ, connect_timeout: float = 5.0) -> None:
         if not isinstance(host, str):
             raise TypeError(f"host must be str, not {type(host).__name__}")
         self.host = host
@@ -171,6 +279,8 @@ class Styx:
         self.connect_timeout = connect_timeout
         self._session: Optional[Session] = None
         self._connecting = Semaphore()
+        self._finder = StyxFinder()
+        self._sent_before = 0  # by the sessions before the current one
 
     def __getstate__(self) -> dict[str, object]:
         """Only the configuration pickles; a copy dials its own session when first used."""
@@ -188,6 +298,7 @@ class Styx:
         with self._connecting:
             session = self._session
             if session is None or not session.alive:
+                self._sent_before += session.sent if session is not None else 0
                 session = Session.connect(self.host, self.port, self.user, self.msize,
                                           self.connect_timeout)
                 self._session = session
@@ -234,17 +345,10 @@ class Styx:
                 raise ProtocolError(f"{session.label}: listing over {LISTING_LIMIT} bytes")
             chunks.append(reply.data)
 
-    def _listing(self, name: str, attrs: Optional[Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    def _listing(self, name: str) -> dict[str, dict[str, str]]:
         with self._held() as session:
-            fid, limit = self._open(session, name, ninep.ORDWR if attrs is not None else ninep.OREAD)
+            fid, limit = self._open(session, name, ninep.OREAD)
             try:
-                if attrs:  # a fresh find fid has no filter: nothing to clear
-                    data = format_attrs(attrs).encode("utf-8")
-                    if len(data) > limit:
-                        raise ValueError(f"filter of {len(data)} bytes is over the "
-                                         f"{limit}-byte write limit of this Styx session")
-                    expect(self._call(session, ninep.Twrite(0, fid, 0, data)),
-                           ninep.Rwrite, session.label)
                 text = self._read_all(session, fid, limit)
             finally:
                 session.clunk(fid)
@@ -280,11 +384,18 @@ class Styx:
         return StyxRegistration(session, fid, name, limit, self.connect_timeout)
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
-        return self._listing("find", dict(attrs or {}))
+        with self._held() as session:
+            return self._finder.find(self, session, dict(attrs or {}))
+
+    @property
+    def requests_sent(self) -> int:
+        """T-messages sent so far (Tversion excepted): the request/reply round trips."""
+        session = self._session
+        return self._sent_before + (session.sent if session is not None else 0)
 
     def index(self) -> dict[str, dict[str, str]]:
         """Every named service (the ``index`` file)."""
-        return self._listing("index", None)
+        return self._listing("index")
 
     def remove(self, name: str) -> None:
         """Remove service ``name`` (Tremove): the only way to delete a ``persist`` service.

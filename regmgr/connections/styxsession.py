@@ -66,6 +66,8 @@ class Session:
         self.label = label
         self.msize = msize
         self.error: Optional[Exception] = None
+        #: T-messages sent but Tversion: each is one request/reply round trip.
+        self.sent = 0
         #: Set when the session is gone (dropped, broken or closed).
         self.dead = Event()
         self._sock = sock
@@ -151,6 +153,7 @@ class Session:
             raise
         self._calls[tag] = call
         self._frames.put(frame)
+        self.sent += 1
         return call
 
     def wait(self, call: Call, timeout: Optional[float] = None) -> ninep.RMessage:
