@@ -28,7 +28,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 from gevent.event import AsyncResult
@@ -322,6 +322,14 @@ class Styx:
         self._connecting = Semaphore()
         self._finder = StyxFinder()
         self._sent_before = 0  # by the sessions before the current one
+
+    def __getstate__(self) -> dict[str, object]:
+        """Only the configuration pickles; a copy dials its own session when first used."""
+        return {"host": self.host, "port": self.port, "user": self.user, "msize": self.msize,
+                "connect_timeout": self.connect_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Styx.__init__(self, **state)
 
     def __repr__(self) -> str:
         return f"Styx({self.host!r}, port={self.port}, user={self.user!r})"

@@ -35,7 +35,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 import gevent.socket
@@ -240,6 +240,14 @@ class TCP:
         self.connect_timeout = connect_timeout
         self._family = _address_family(host)
         self._confirmations = SharedListing()
+
+    def __getstate__(self) -> dict[str, object]:
+        """Only the configuration pickles: a copy shares no finds in flight."""
+        return {"host": self.host, "new_port": self.new_port, "find_port": self.find_port,
+                "event_port": self.event_port, "connect_timeout": self.connect_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        TCP.__init__(self, **state)
 
     def __repr__(self) -> str:
         return (f"TCP({self.host!r}, new_port={self.new_port}, "
