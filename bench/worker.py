@@ -273,6 +273,11 @@ class Worker:
             gevent.sleep(max(0.0, interval - (time.monotonic() - t)))
         return {"latencies": latencies}
 
+    def op_requests(self) -> Reply:
+        """Styx T-messages sent so far by this process (None over TCP)."""
+        sent = self.connection.requests_sent if isinstance(self.connection, Styx) else None
+        return {"sent": sent}
+
     def op_usage(self) -> Reply:
         """Resident memory (after a collection) and CPU time used so far."""
         gc.collect()
