@@ -265,23 +265,26 @@ def test_a_killed_call_sends_tflush_and_keeps_its_tag_until_rflush(scripted, hub
         second.get(timeout=5)
 
 
-def test_an_endless_listing_is_a_protocol_error(scripted):
+@pytest.mark.parametrize("listing", [lambda conn: conn.find({"a": "b"}), lambda conn: conn.index()])
+def test_an_endless_listing_is_a_protocol_error(scripted, listing):
     # A broken or hostile peer must not make a find hold unbounded memory: the
     # peer here would send 80 MiB of one valid line repeated, then end.
     line = b"s a " + b"x" * 65000 + b"\n"
     sent = [0]
 
     def answer(msg):
-        if isinstance(msg, ninep.Tread):
+        if isinstance(msg, ninep.Tread):  # every read full: the listing goes on
             if sent[0] > 80 << 20:
                 return ninep.Rread(msg.tag, b"")
-            sent[0] += len(line)
-            return ninep.Rread(msg.tag, line[:msg.count])
+            start = msg.offset % len(line)
+            data = (line * 3)[start:start + msg.count]
+            sent[0] += len(data)
+            return ninep.Rread(msg.tag, data)
         if isinstance(msg, ninep.Twrite):
             return ninep.Rwrite(msg.tag, len(msg.data))
         return polite(msg)
 
     port, _ = scripted(answer)
     with gevent.Timeout(60), pytest.raises(ProtocolError, match="listing over"):
-        Styx("127.0.0.1", port, msize=65560).find({"a": "b"})
+        listing(Styx("127.0.0.1", port, msize=65560))
     assert sent[0] < 80 << 20
