@@ -2,6 +2,13 @@
 
 Used by ``regmgr serve`` and by :mod:`regmgr.testing`. A restart drops
 every service, as a real registry restart does, but keeps the ports.
+
+With ``store="zookeeper://..."`` the registry is one of several frontends
+over a ZooKeeper ensemble (:mod:`.zookeeper`). When that store loses its
+session, this registry's ephemeral services are gone, so it closes its
+ports and every connection, as a dying registry does (clients reconnect
+elsewhere and register again); it listens again, on the same ports, once
+it has a new session.
 """
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import os
 from typing import Optional, TypeVar, Union
 
 from .db import load_db
-from .state import Registry
+from .store import ManagedStore, MemoryStore, open_store
 from .styx import StyxServer
 from .tcp import TCPGateway
 
@@ -37,18 +44,23 @@ class EmbeddedRegistry:
         event_port: int = 6703,
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = None,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
     ) -> None:
         self.host = host
         self.dbfile = dbfile
+        self.store = store
+        self.session_timeout = session_timeout
         self._ports = (new_port, find_port, event_port)
         self._styx_port = styx_port
-        self.registry = Registry()
+        self.registry: ManagedStore = MemoryStore()
+        self._running = False
         self._gateway: Optional[TCPGateway] = None
         self._styx: Optional[StyxServer] = None
 
     @property
     def running(self) -> bool:
-        return self._gateway is not None
+        return self._running
 
     @property
     def new_port(self) -> int:
@@ -68,13 +80,25 @@ class EmbeddedRegistry:
         return self._styx.port if self._styx else self._styx_port
 
     def start(self) -> None:
-        """Load the database into a fresh registry and listen; OSError if a port is taken."""
-        if self._gateway is not None:
+        """Open the store, load the database, listen; OSError if a port is taken,
+        :class:`~.store.StoreError` if the store cannot be reached."""
+        if self._running:
             raise RuntimeError("registry already running")
-        self.registry = Registry()
-        if self.dbfile is not None:
-            count = load_db(self.registry, self.dbfile)
-            log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
+        store = open_store(self.store, session_timeout=self.session_timeout)
+        store.start()
+        try:
+            if self.dbfile is not None:
+                count = load_db(store, self.dbfile)
+                log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
+            self.registry = store
+            self._listen()
+        except BaseException:
+            store.close()
+            raise
+        store.add_serving_listener(self._serving)
+        self._running = True
+
+    def _listen(self) -> None:
         gateway = TCPGateway(self.registry, self.host, *self._ports)
         gateway.start()
         if self._styx_port is not None:
@@ -93,15 +117,36 @@ class EmbeddedRegistry:
         log.info("registry listening on %s: new %d, find %d, event %d%s",
                  self.host, self.new_port, self.find_port, self.event_port, styx_note)
 
-    def stop(self) -> None:
-        """Close every port and connection; registrations over TCP are gone."""
+    def _close_ports(self) -> None:
         if self._styx is not None:
             self._styx.stop()
             self._styx = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
-            log.info("registry stopped")
+
+    def _serving(self, serving: bool) -> None:
+        """The store's session went (close everything) or came back (listen again)."""
+        if not self._running:
+            return
+        if not serving:
+            log.warning("registry store lost: closing every port and connection")
+            self._close_ports()
+        elif self._gateway is None:
+            try:
+                self._listen()
+            except OSError as err:
+                log.error("registry store back, but cannot listen again: %s", err)
+
+    def stop(self) -> None:
+        """Close every port and connection; registrations over TCP are gone."""
+        if not self._running:
+            return
+        self._running = False
+        self.registry.remove_serving_listener(self._serving)
+        self._close_ports()
+        self.registry.close()
+        log.info("registry stopped")
 
     def restart(self) -> None:
         """Stop, then start empty (plus the database) on the same ports."""

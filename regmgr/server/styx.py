@@ -29,7 +29,7 @@ from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
 from .. import ninep
-from .state import Registry
+from .store import Store
 from .styxproto import (  # noqa: F401  (qid constants re-exported for tests)
     MAX_IOUNIT, MAX_MSIZE, QEVENT, QFIND, QINDEX, QNEW, QROOT, QSVC, StyxSession,
 )
@@ -147,7 +147,7 @@ def _peer(address: object) -> str:
 class StyxServer:
     """Serve ``registry`` over Styx on one TCP port (0 picks an ephemeral port)."""
 
-    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 6675) -> None:
+    def __init__(self, registry: Store, host: str = "127.0.0.1", port: int = 6675) -> None:
         self.registry = registry
         self.host = host
         self.started = int(time.time())

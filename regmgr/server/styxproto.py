@@ -29,7 +29,8 @@ from ..errors import RegistryError
 from ..ninep import (
     DMDIR, IOHDRSZ, ORCLOSE, ORDWR, OREAD, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat,
 )
-from .state import GONE, Filter, Registry, Service, Watcher, parse_filter
+from .state import GONE, Filter, Service, Watcher, parse_filter
+from .store import Store
 
 __all__ = [
     "StyxSession", "MAX_MSIZE", "MIN_MSIZE", "MAX_IOUNIT",
@@ -128,7 +129,7 @@ class _Fid:
 class StyxSession:
     """One Styx connection's state: fids, blocked event reads, negotiated msize."""
 
-    def __init__(self, registry: Registry, started: int) -> None:
+    def __init__(self, registry: Store, started: int) -> None:
         """``started`` is the time (seconds) every file reports as atime/mtime."""
         self.registry = registry
         self.started = started

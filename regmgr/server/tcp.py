@@ -1,4 +1,4 @@
-"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`Registry`.
+"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`~.store.Store`.
 
 Inferno reaches its registry through three ``listen`` pipelines; this module
 serves the same three ports from gevent:
@@ -27,7 +27,8 @@ from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
 from ..errors import RegistryError
-from .state import Registry, parse_filter
+from .state import parse_filter
+from .store import Store
 
 log = logging.getLogger("regmgr.server")
 
@@ -58,7 +59,7 @@ class TCPGateway:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Store,
         host: str = "127.0.0.1",
         new_port: int = 6701,
         find_port: int = 6702,

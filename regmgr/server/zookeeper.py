@@ -45,6 +45,7 @@ from gevent.event import Event
 from ..errors import RegistryError
 from ..wire import format_service, service_name_error, unquote
 from .state import GONE, Registry, Service, persist_value
+from .store import StoreError
 
 try:
     from kazoo.client import KazooClient, KazooState
@@ -144,20 +145,20 @@ class ZooKeeperStore(Registry):
     # -- lifetime --------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect, load the mirror; ``RuntimeError`` if the ensemble does not answer."""
+        """Connect, load the mirror; :class:`StoreError` if the ensemble does not answer."""
         try:
             self._zk.start(timeout=self.connect_timeout)
             self._zk.ensure_path(self._services)
         except Exception as err:
             self._zk.stop()
-            raise RuntimeError(f"cannot reach ZooKeeper at {self.hosts}: {err}") from err
+            raise StoreError(f"cannot reach ZooKeeper at {self.hosts}: {err}") from err
         self._cache = TreeCache(self._zk, self._services)
         self._cache.listen(self._on_tree)
         self._cache.listen_fault(lambda err: log.error("zookeeper mirror: %r", err))
         self._cache.start()
         if not self._initialized.wait(self.connect_timeout):
             self.close()
-            raise RuntimeError(f"ZooKeeper at {self.hosts}: mirror not loaded in "
+            raise StoreError(f"ZooKeeper at {self.hosts}: mirror not loaded in "
                                f"{self.connect_timeout} s")
         log.info("zookeeper store %s%s: session 0x%x, %d services",
                  self.hosts, self.root, self.session_id, len(self))
