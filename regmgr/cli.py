@@ -47,14 +47,26 @@ def _wait_for_signal() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run an embedded registry in the foreground until SIGINT/SIGTERM."""
+    from .limits import Limits
     from .server import EmbeddedRegistry
+    from .server.listen import raise_nofile_limit
 
     _setup_logging(args.verbose)
-    server = EmbeddedRegistry(
-        args.host, new_port=args.new_port, find_port=args.find_port,
-        event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
-        store=args.store, session_timeout=args.session_timeout,
-    )
+    try:
+        limits = Limits(name_bytes=args.max_name_bytes, value_bytes=args.max_value_bytes,
+                        attrs=args.max_attrs, service_bytes=args.max_service_bytes)
+        server = EmbeddedRegistry(
+            args.host, new_port=args.new_port, find_port=args.find_port,
+            event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
+            limits=limits, keepalive=args.keepalive, request_timeout=args.request_timeout,
+            store=args.store, session_timeout=args.session_timeout,
+        )
+    except ValueError as err:
+        print(f"regmgr serve: {err}", file=sys.stderr)
+        return 2
+    descriptors = raise_nofile_limit()
+    if descriptors is not None:
+        logging.getLogger("regmgr.server").info("descriptor limit %d", descriptors)
     try:
         server.start()
     except (OSError, RegmgrError) as err:
@@ -207,8 +219,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) -> None:
+    """The connection options; ``tcp=False`` for a Styx-only command.
+
+    A Styx-only command still takes ``--transport styx``, so the same
+    options work for every command.
+    """
     parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
-    if tcp:
+    if not tcp:
+        parser.add_argument("--transport", choices=("styx",), default="styx",
+                            help="only Styx can remove a service (default %(default)s)")
+    else:
         parser.add_argument("--transport", choices=("tcp", "styx"), default="tcp",
                             help="the three-port TCP gateway, or Styx as Inferno exports "
                                  "the registry (default %(default)s)")
@@ -227,6 +247,9 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .limits import Limits
+    from .server.listen import DEFAULT_KEEPALIVE
+
     parser = argparse.ArgumentParser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -252,6 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "frontend that died stay listed (default %(default)s)")
     serve.add_argument("-f", dest="dbfile", metavar="DBFILE",
                        help="attrdb file of persistent services to load at start")
+    limits = Limits()
+    serve.add_argument("--max-attrs", type=int, default=limits.attrs, metavar="N",
+                       help="attributes per service (default %(default)s)")
+    serve.add_argument("--max-value-bytes", type=int, default=limits.value_bytes, metavar="BYTES",
+                       help="bytes of one attribute value (default %(default)s)")
+    serve.add_argument("--max-name-bytes", type=int, default=limits.name_bytes, metavar="BYTES",
+                       help="bytes of a service name (default %(default)s)")
+    serve.add_argument("--max-service-bytes", type=int, default=limits.service_bytes,
+                       metavar="BYTES", help="bytes of a whole service line (default %(default)s)")
+    serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE, metavar="SECONDS",
+                       help="drop a client that vanished (no FIN) within about SECONDS "
+                            "(default %(default)s)")
+    serve.add_argument("--request-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="a new connection must name its service, a find send its filter, "
+                            "within SECONDS (default %(default)s)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     serve.set_defaults(func=cmd_serve)
 

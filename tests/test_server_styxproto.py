@@ -8,7 +8,7 @@ import pytest
 from regmgr import ninep as T
 from regmgr.ninep import NOFID, NOTAG, ORCLOSE, ORDWR, OREAD, OTRUNC, OWRITE
 from regmgr.server.state import Registry
-from regmgr.server.styxproto import StyxSession
+from regmgr.server.styxproto import Listings, StyxSession
 
 ROOT, NEW, INDEX, EVENT, FIND = 0, 1, 2, 3, 4
 
@@ -307,3 +307,81 @@ def test_a_reply_over_msize_becomes_an_error(registry):
     decoder = T.Decoder(256)
     decoder.feed(frame)
     assert decoder.next_message() == T.Rerror(7, "Styx reply didn't fit")
+
+
+# -- bounded memory ------------------------------------------------------------
+
+def big_registry(count=2000):
+    registry = Registry()
+    for i in range(count):
+        registry.write(registry.create("x"), f"svc{i} kind bulk pad {'p' * 100}")
+    return registry
+
+
+def test_fids_reading_one_listing_share_one_snapshot(registry):
+    registry = big_registry()
+    listings = Listings(registry)
+    peers = [Peer(registry) for _ in range(3)]
+    for peer in peers:
+        peer.session.listings = listings
+    fids = [(peer, peer.open("index", OREAD)[0]) for peer in peers for _ in range(50)]
+    datas = {id(peer.session.fids[fid].snap) for peer, fid in fids if peer.read(fid)}
+    assert len(datas) == 1
+    size = len(registry.index().encode())
+    assert all(peer.session.held_bytes == size for peer in peers)
+    # a new version makes a new snapshot; the old one is held only while a fid holds it
+    registry.write(registry.create("y"), "more")
+    peer, fid = fids[0]
+    peer.read(fid)
+    assert peer.session.held_bytes > 2 * size - 10
+    for _, other in fids[1:50]:
+        peer.one(T.Tclunk(peer.tag(), other))
+    assert peer.session.held_bytes == len(registry.index().encode())
+
+
+def test_held_bytes_are_bounded_per_session(monkeypatch):
+    import regmgr.server.styxproto as proto
+    monkeypatch.setattr(proto, "MAX_HELD_BYTES", 150_000)
+    registry = big_registry(500)  # ~60 KB listing
+    peer = Peer(registry)
+    first, _ = peer.open("index", OREAD)
+    assert peer.read(first)  # one listing over the bound is always readable
+    finds = []
+    for i in range(3):
+        fid, _ = peer.open("find", ORDWR)
+        peer.write(fid, f"kind bulk x{i} *" if i else "kind bulk")
+        finds.append(fid)
+    assert peer.read(finds[0])
+    assert peer.session.held_bytes > 100_000  # two listings
+    peer.write(finds[1], "kind *")  # a different filter: another snapshot
+    assert peer.error(T.Tread(peer.tag(), finds[1], 0, 100)) == \
+        "too much file data held open: clunk some fids"
+    peer.one(T.Tclunk(peer.tag(), first))
+    peer.one(T.Tclunk(peer.tag(), finds[0]))
+    assert peer.read(finds[1])
+
+
+def test_fids_per_session_are_bounded(monkeypatch):
+    import regmgr.server.styxproto as proto
+    monkeypatch.setattr(proto, "MAX_FIDS", 10)
+    peer = Peer(Registry())
+    for fid in range(1, 10):
+        assert isinstance(peer.one(T.Twalk(peer.tag(), 0, fid, ())), T.Rwalk)
+    assert peer.error(T.Twalk(peer.tag(), 0, 10, ())) == "too many fids"
+    peer.one(T.Tclunk(peer.tag(), 9))
+    assert isinstance(peer.one(T.Twalk(peer.tag(), 0, 10, ())), T.Rwalk)
+
+
+def test_directory_reads_return_whole_entries(registry, peer):
+    for i in range(30):
+        registry.write(registry.create("x"), f"service-{i:02}")
+    peer.one(T.Topen(peer.tag(), 0, OREAD))
+    names, offset = [], 0
+    while True:
+        data = peer.read(0, offset, 200)
+        if not data:
+            break
+        names += [st.name for st in T.decode_stats(data)]
+        offset += len(data)
+    assert names == ["new", "index", "find", "event"] + [f"service-{i:02}" for i in range(30)]
+    assert peer.read(0, 0, 10) == b""  # no whole entry fits

@@ -16,7 +16,9 @@ import logging
 import os
 from typing import Optional, TypeVar, Union
 
+from ..limits import DEFAULT_LIMITS, Limits
 from .db import load_db
+from .listen import DEFAULT_KEEPALIVE
 from .store import ManagedStore, MemoryStore, open_store
 from .styx import StyxServer
 from .tcp import TCPGateway
@@ -33,6 +35,12 @@ class EmbeddedRegistry:
 
     With ``styx_port`` (0 = ephemeral) it is also served over Styx, the way a
     remote Inferno machine or regmgr's Styx transport reaches a registry.
+    ``limits`` bound every service (both frontends refuse a write over them);
+    a client that vanished is dropped within about ``keepalive`` seconds; a
+    gateway request (naming a service, sending a find's filter) must be
+    complete within ``request_timeout`` seconds. ``store`` is a
+    :func:`~.store.open_store` URL (default: memory); ``session_timeout`` the
+    ZooKeeper session's.
     """
 
     def __init__(
@@ -44,16 +52,24 @@ class EmbeddedRegistry:
         event_port: int = 6703,
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = None,
+        limits: Limits = DEFAULT_LIMITS,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        request_timeout: float = 5.0,
         store: Optional[str] = None,
         session_timeout: float = 5.0,
     ) -> None:
+        if keepalive <= 0 or request_timeout <= 0:
+            raise ValueError("keepalive and request_timeout must be positive seconds")
         self.host = host
         self.dbfile = dbfile
-        self.store = store
-        self.session_timeout = session_timeout
+        self.limits = limits
+        self.keepalive = keepalive
+        self.request_timeout = request_timeout
         self._ports = (new_port, find_port, event_port)
         self._styx_port = styx_port
-        self.registry: ManagedStore = MemoryStore()
+        self.store = store
+        self.session_timeout = session_timeout
+        self.registry: ManagedStore = MemoryStore(limits)
         self._running = False
         self._gateway: Optional[TCPGateway] = None
         self._styx: Optional[StyxServer] = None
@@ -84,7 +100,7 @@ class EmbeddedRegistry:
         :class:`~.store.StoreError` if the store cannot be reached."""
         if self._running:
             raise RuntimeError("registry already running")
-        store = open_store(self.store, session_timeout=self.session_timeout)
+        store = open_store(self.store, limits=self.limits, session_timeout=self.session_timeout)
         store.start()
         try:
             if self.dbfile is not None:
@@ -99,10 +115,11 @@ class EmbeddedRegistry:
         self._running = True
 
     def _listen(self) -> None:
-        gateway = TCPGateway(self.registry, self.host, *self._ports)
+        gateway = TCPGateway(self.registry, self.host, *self._ports, keepalive=self.keepalive,
+                             name_timeout=self.request_timeout, find_timeout=self.request_timeout)
         gateway.start()
         if self._styx_port is not None:
-            styx = StyxServer(self.registry, self.host, self._styx_port)
+            styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive)
             try:
                 styx.start()
             except BaseException:

@@ -14,6 +14,7 @@ from typing import Optional, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import RegmgrError
+from ..limits import DEFAULT_LIMITS, Limits
 from .state import Filter, Registry, Service, Watcher
 
 __all__ = ["Store", "ManagedStore", "MemoryStore", "StoreError", "open_store"]
@@ -84,7 +85,8 @@ class MemoryStore(Registry):
         pass
 
 
-def open_store(url: Optional[str] = None, *, session_timeout: float = 5.0) -> ManagedStore:
+def open_store(url: Optional[str] = None, *, limits: Limits = DEFAULT_LIMITS,
+               session_timeout: float = 5.0) -> ManagedStore:
     """A store for ``url``: None or ``memory:`` (default), or
     ``zookeeper://host:port[,host:port...][/root]``.
 
@@ -92,11 +94,12 @@ def open_store(url: Optional[str] = None, *, session_timeout: float = 5.0) -> Ma
     started here.
     """
     if url is None or url in ("memory", "memory:", "memory://"):
-        return MemoryStore()
+        return MemoryStore(limits)
     parts = urlsplit(url)
     if parts.scheme != "zookeeper":
         raise StoreError(f"unknown store {url!r}: use memory: or zookeeper://host:port,.../root")
     if not parts.netloc:
         raise StoreError(f"no ZooKeeper hosts in {url!r}")
     from .zookeeper import ZooKeeperStore
-    return ZooKeeperStore(parts.netloc, parts.path or "/regmgr", session_timeout=session_timeout)
+    return ZooKeeperStore(parts.netloc, parts.path or "/regmgr", limits=limits,
+                          session_timeout=session_timeout)

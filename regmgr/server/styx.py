@@ -19,19 +19,18 @@ module only moves bytes:
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import deque
 
 import gevent
 from gevent.event import Event
-from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
 from .. import ninep
+from .listen import DEFAULT_KEEPALIVE, Listener, peer_text
 from .store import Store
 from .styxproto import (  # noqa: F401  (qid constants re-exported for tests)
-    MAX_IOUNIT, MAX_MSIZE, QEVENT, QFIND, QINDEX, QNEW, QROOT, QSVC, StyxSession,
+    MAX_IOUNIT, MAX_MSIZE, QEVENT, QFIND, QINDEX, QNEW, QROOT, QSVC, Listings, StyxSession,
 )
 
 log = logging.getLogger("regmgr.server")
@@ -102,7 +101,7 @@ class _Connection:
         self.peer = peer
         self.sock = sock
         self.decoder = ninep.Decoder(MAX_MSIZE)
-        self.session = StyxSession(frontend.registry, frontend.started)
+        self.session = StyxSession(frontend.registry, frontend.started, frontend.listings)
         self.outbox = _Outbox(sock)
 
     def run(self) -> None:
@@ -138,20 +137,18 @@ class _Connection:
             self.outbox.put(self.session.encode(reply))
 
 
-def _peer(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
-
-
 class StyxServer:
     """Serve ``registry`` over Styx on one TCP port (0 picks an ephemeral port)."""
 
-    def __init__(self, registry: Store, host: str = "127.0.0.1", port: int = 6675) -> None:
+    def __init__(self, registry: Store, host: str = "127.0.0.1", port: int = 6675, *,
+                 keepalive: float = DEFAULT_KEEPALIVE) -> None:
         self.registry = registry
         self.host = host
         self.started = int(time.time())
-        self._server = StreamServer((host, port), self._serve)
+        self.listings = Listings(registry)  # snapshots shared by every session
+        # Replies are small frames: no Nagle delay.
+        self._server = Listener((host, port), self._serve, name="styx", keepalive=keepalive,
+                                nodelay=True)
         self._clients: set[GeventSocket] = set()
 
     @property
@@ -175,8 +172,7 @@ class StyxServer:
         self._server.stop(timeout=1)
 
     def _serve(self, sock: GeventSocket, address: object) -> None:
-        peer = _peer(address)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies are small frames
+        peer = peer_text(address)
         self._clients.add(sock)
         log.debug("styx %s: connected", peer)
         try:

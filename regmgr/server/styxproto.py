@@ -14,6 +14,15 @@ socket loop beside it, as :mod:`regmgr.ninep` is the codec beside both.
   returns the answers to event reads that were waiting for it.
 * :meth:`StyxSession.close` clunks every fid, as a dropped connection does.
 
+Memory is bounded per session: a session holds at most :data:`MAX_FIDS`
+fids, and the file contents its fids took at their last read at offset 0
+(listings of ``index``, ``find``, the directory, service lines) add up to
+at most :data:`MAX_HELD_BYTES` beyond the one being taken, so one listing
+of any size can always be read; a read past that bound fails with
+:data:`EHELD`. Those snapshots are shared: every fid of every session that
+reads the same listing at the same registry version holds the same bytes
+(:class:`Listings`), so 300 fids reading a 2 MiB index cost 2 MiB, not 600.
+
 Qids are ``ndb/registry``'s: the root is 0, ``new`` 1, ``index`` 2,
 ``event`` 3, ``find`` 4, and a service file ``(id << 4) | 5`` with ids from 0
 (each open of ``new`` takes the next one) and qid.vers counting its writes.
@@ -21,7 +30,8 @@ Qids are ``ndb/registry``'s: the root is 0, ``new`` 1, ``index`` 2,
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
 from typing import Optional
 
 from .. import ninep
@@ -33,7 +43,7 @@ from .state import GONE, Filter, Service, Watcher, parse_filter
 from .store import Store
 
 __all__ = [
-    "StyxSession", "MAX_MSIZE", "MIN_MSIZE", "MAX_IOUNIT",
+    "StyxSession", "Listings", "MAX_FIDS", "MAX_HELD_BYTES", "MAX_MSIZE", "MIN_MSIZE", "MAX_IOUNIT",
     "QROOT", "QNEW", "QINDEX", "QEVENT", "QFIND", "QSVC", "openok",
 ]
 
@@ -43,6 +53,10 @@ MAX_MSIZE = 65536 + IOHDRSZ
 MIN_MSIZE = 256
 #: iounit in Ropen, as export reports for the registry's mount.
 MAX_IOUNIT = 8192
+#: Fids one session may hold (each registration holds one).
+MAX_FIDS = 1 << 16
+#: Bytes of file snapshots one session may hold besides the one it is taking.
+MAX_HELD_BYTES = 16 << 20
 
 # Error texts of Inferno's styxservers(2) and export.
 EBADFID = "bad fid"
@@ -62,6 +76,9 @@ ESMALL = "message size too small"
 EBIGREPLY = "Styx reply didn't fit"
 ECONCURRENT = "concurrent read for event fid"
 ETAGINUSE = "tag in use"
+# regmgr's own bounds (Inferno has none).
+ENOFIDS = "too many fids"
+EHELD = "too much file data held open: clunk some fids"
 
 # Qid paths, numbered as ndb/registry does: a service is (id << 4) | QSVC.
 QROOT, QNEW, QINDEX, QEVENT, QFIND, QSVC = range(6)
@@ -105,18 +122,53 @@ def _service_path(svc: Service) -> int:
     return (svc.id << _SHIFT) | QSVC
 
 
+class _Snapshot:
+    """A file's contents as taken at a read at offset 0, shared while it is current.
+
+    ``starts`` (directories only) are the offsets of whole entries.
+    """
+
+    __slots__ = ("data", "starts", "__weakref__")
+
+    def __init__(self, data: bytes, starts: Optional[list[int]] = None) -> None:
+        self.data = data
+        self.starts = starts
+
+
+class Listings:
+    """Snapshots of the current registry version, shared by every fid that reads one.
+
+    Held weakly: a snapshot lives while a fid holds it, so this cache never
+    holds memory that no session accounts for.
+    """
+
+    def __init__(self, registry: Store) -> None:
+        self._registry = registry
+        self._version = -1
+        self._memo: weakref.WeakValueDictionary[Hashable, _Snapshot] = weakref.WeakValueDictionary()
+
+    def get(self, key: Hashable, make: Callable[[], _Snapshot]) -> _Snapshot:
+        if self._version != self._registry.version:
+            self._version = self._registry.version
+            self._memo = weakref.WeakValueDictionary()
+        snap = self._memo.get(key)
+        if snap is None:
+            snap = make()
+            self._memo[key] = snap
+        return snap
+
+
 class _Fid:
     """What one client fid points at, and its state once opened."""
 
-    __slots__ = ("path", "uname", "mode", "created", "data", "dir", "filter", "watcher", "pending")
+    __slots__ = ("path", "uname", "mode", "created", "snap", "filter", "watcher", "pending")
 
     def __init__(self, path: int, uname: str) -> None:
         self.path = path
         self.uname = uname
         self.mode: Optional[int] = None  # open mode (with ORCLOSE) once open
         self.created: Optional[Service] = None  # the service this fid opened on ``new``
-        self.data: Optional[bytes] = None  # contents as computed at the last read at offset 0
-        self.dir: Optional[tuple[list[bytes], list[int]]] = None  # entries and their offsets
+        self.snap: Optional[_Snapshot] = None  # contents as taken at the last read at offset 0
         self.filter: Filter = []
         self.watcher: Optional[Watcher] = None
         self.pending: Optional[tuple[int, int]] = None  # (tag, count) of a blocked event read
@@ -129,10 +181,17 @@ class _Fid:
 class StyxSession:
     """One Styx connection's state: fids, blocked event reads, negotiated msize."""
 
-    def __init__(self, registry: Store, started: int) -> None:
-        """``started`` is the time (seconds) every file reports as atime/mtime."""
+    def __init__(self, registry: Store, started: int,
+                 listings: Optional[Listings] = None) -> None:
+        """``started`` is the time (seconds) every file reports as atime/mtime.
+
+        ``listings`` shares snapshots with other sessions of the same registry.
+        """
         self.registry = registry
         self.started = started
+        self.listings = listings if listings is not None else Listings(registry)
+        self.held_bytes = 0  # bytes of the distinct snapshots this session's fids hold
+        self._held: dict[int, list] = {}  # id(snapshot) -> [snapshot, fids holding it]
         self.msize = 0  # 0 until a Tversion succeeds
         self.fids: dict[int, _Fid] = {}
         self.pending: dict[int, _Fid] = {}  # tag of a blocked event read -> its fid
@@ -242,8 +301,42 @@ class StyxSession:
             raise _Refused(EBADFID)
         return fid
 
+    def _new_fid(self, number: int, path: int, uname: str) -> None:
+        if len(self.fids) >= MAX_FIDS:
+            raise _Refused(ENOFIDS)
+        self.fids[number] = _Fid(path, uname)
+
+    def _hold(self, fid: _Fid, snap: Optional[_Snapshot]) -> None:
+        """Make ``snap`` the fid's snapshot, keeping the session's byte count."""
+        old = fid.snap
+        if old is not None:
+            entry = self._held[id(old)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._held[id(old)]
+                self.held_bytes -= len(old.data)
+        fid.snap = snap
+        if snap is not None:
+            held = self._held.get(id(snap))
+            if held is None:
+                self._held[id(snap)] = [snap, 1]
+                self.held_bytes += len(snap.data)
+            else:
+                held[1] += 1
+
+    def _take_snapshot(self, fid: _Fid, key: Hashable, make: Callable[[], _Snapshot]) -> _Snapshot:
+        """A read at offset 0: the fid's new snapshot, within the session's bound."""
+        self._hold(fid, None)
+        snap = self.listings.get(key, make)
+        if (id(snap) not in self._held and self.held_bytes
+                and self.held_bytes + len(snap.data) > MAX_HELD_BYTES):
+            raise _Refused(EHELD)
+        self._hold(fid, snap)
+        return snap
+
     def _forget(self, fid: _Fid) -> None:
         """A fid is clunked: unregister what it created, honour ORCLOSE."""
+        self._hold(fid, None)
         if fid.pending is not None:
             self.pending.pop(fid.pending[0], None)
             fid.pending = None
@@ -280,7 +373,7 @@ class StyxSession:
     def _attach(self, msg: ninep.Tattach) -> ninep.RMessage:
         if msg.fid in self.fids:
             raise _Refused(EINUSE)
-        self.fids[msg.fid] = _Fid(QROOT, msg.uname)
+        self._new_fid(msg.fid, QROOT, msg.uname)
         return ninep.Rattach(msg.tag, self._dirent(QROOT).qid)
 
     def _flush(self, msg: ninep.Tflush) -> ninep.RMessage:
@@ -307,7 +400,7 @@ class StyxSession:
         if msg.newfid == msg.fid:
             fid.path = path
         else:
-            self.fids[msg.newfid] = _Fid(path, fid.uname)
+            self._new_fid(msg.newfid, path, fid.uname)
         return ninep.Rwalk(msg.tag, tuple(qids))
 
     def _open(self, msg: ninep.Topen) -> ninep.RMessage:
@@ -349,39 +442,52 @@ class StyxSession:
             return ninep.Rread(msg.tag, self._read_dir(fid, msg.offset, msg.count))
         if fid.path == QEVENT:
             return self._read_event(fid, msg)
-        if msg.offset == 0 or fid.data is None:
-            fid.data = self._contents(fid).encode("utf-8")
-        return ninep.Rread(msg.tag, fid.data[msg.offset:msg.offset + msg.count])
+        if msg.offset == 0 or fid.snap is None:
+            self._take_snapshot(fid, self._key(fid), lambda: _Snapshot(self._contents(fid)))
+        assert fid.snap is not None
+        return ninep.Rread(msg.tag, fid.snap.data[msg.offset:msg.offset + msg.count])
 
-    def _contents(self, fid: _Fid) -> str:
-        if fid.path == QINDEX:
-            return self.registry.index()
+    def _key(self, fid: _Fid) -> Hashable:
+        """What makes two fids' contents equal at one registry version."""
         if fid.path == QFIND:
-            return self.registry.find(fid.filter)
-        svc = self._service(fid.path)
-        return svc.line if svc is not None and svc.name is not None else ""
+            return (QFIND, tuple(fid.filter))
+        return fid.path
+
+    def _contents(self, fid: _Fid) -> bytes:
+        if fid.path == QINDEX:
+            text = self.registry.index()
+        elif fid.path == QFIND:
+            text = self.registry.find(fid.filter)
+        else:
+            svc = self._service(fid.path)
+            text = svc.line if svc is not None and svc.name is not None else ""
+        return text.encode("utf-8")
 
     def _read_dir(self, fid: _Fid, offset: int, count: int) -> bytes:
         """Whole entries from offset; the listing is taken at offset 0."""
-        if offset == 0 or fid.dir is None:
-            paths = [*_LISTED, *(_service_path(svc) for svc in self.registry.services())]
-            try:
-                entries = [self._dirent(path).encode() for path in paths]
-            except ValueError:  # a service name too long for a directory entry
-                raise _Refused(EBIGREPLY) from None
-            starts, pos = [], 0
-            for entry in entries:
-                starts.append(pos)
-                pos += len(entry)
-            fid.dir = (entries, starts)
-        entries, starts = fid.dir
-        out, size = [], 0
-        for entry in entries[bisect.bisect_left(starts, offset):]:
-            if size + len(entry) > count:
-                break
-            out.append(entry)
-            size += len(entry)
-        return b"".join(out)
+        if offset == 0 or fid.snap is None:
+            self._take_snapshot(fid, QROOT, self._directory)
+        snap = fid.snap
+        assert snap is not None and snap.starts is not None
+        starts = snap.starts  # entry i is data[starts[i]:starts[i + 1]]
+        first = bisect.bisect_left(starts, offset)
+        if first >= len(starts) - 1:
+            return b""
+        end = bisect.bisect_right(starts, starts[first] + count) - 1  # whole entries only
+        return snap.data[starts[first]:starts[max(first, end)]]
+
+    def _directory(self) -> _Snapshot:
+        paths = [*_LISTED, *(_service_path(svc) for svc in self.registry.services())]
+        try:
+            entries = [self._dirent(path).encode() for path in paths]
+        except ValueError:  # a service name too long for a directory entry
+            raise _Refused(EBIGREPLY) from None
+        starts, pos = [], 0
+        for entry in entries:
+            starts.append(pos)
+            pos += len(entry)
+        starts.append(pos)
+        return _Snapshot(b"".join(entries), starts)
 
     def _read_event(self, fid: _Fid, msg: ninep.Tread) -> Optional[ninep.RMessage]:
         assert fid.watcher is not None
