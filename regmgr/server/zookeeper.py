@@ -256,9 +256,7 @@ class ZooKeeperStore(Registry):
             have = svc if svc is not None and not svc.removed else self.create(owner)
             have.name = name
             self._by_name[name] = have
-        have.attrs.clear()
-        for attr, value in reversed(attrs):  # set() puts each in front: same order
-            have.set(attr, value)
+        have.attrs = attrs
         have.vers += 1
         self._nodes[name] = node
         self._changed()
