@@ -218,8 +218,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) -> None:
+    """The connection options; ``tcp=False`` for a Styx-only command.
+
+    A Styx-only command still takes ``--transport styx``, so the same
+    options work for every command.
+    """
     parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
-    if tcp:
+    if not tcp:
+        parser.add_argument("--transport", choices=("styx",), default="styx",
+                            help="only Styx can remove a service (default %(default)s)")
+    else:
         parser.add_argument("--transport", choices=("tcp", "styx"), default="tcp",
                             help="the three-port TCP gateway, or Styx as Inferno exports "
                                  "the registry (default %(default)s)")

@@ -204,6 +204,7 @@ def test_msize_is_negotiated_and_writes_stay_within_iounit(registry_server):
     conn = styx(registry_server, msize=1 << 20)
     reg = conn.open_new("svc", {"v": "x" * 4000, "w": "y" * 4000})  # one write over 8000 bytes
     assert conn._session.msize == 65560
+    assert reg._limit == 8192  # the iounit, not msize - 24
     assert conn.find() == {"svc": {"v": "x" * 4000, "w": "y" * 4000}}
     with pytest.raises(ValueError, match="byte.* limit"):
         reg.update({"v": "x" * 9000})  # export would split it: Ropen's iounit is the limit

@@ -28,7 +28,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 from gevent.event import AsyncResult
@@ -36,6 +36,7 @@ from gevent.lock import Semaphore
 
 from .. import ninep
 from ..errors import ProtocolError, RegistryError
+from ..limits import check_service
 from ..wire import format_attrs, parse_services, quote
 from .liveness import PROBE_INTERVAL, PROBE_TIMEOUT, check_probe_options
 from .styxsession import ROOT_FID, Call, Session, expect
@@ -143,6 +144,7 @@ class StyxRegistration:
         """
         if not attrs:
             return
+        check_service(None, attrs)  # the tasks checked; this is the last line of defence
         label = f"{self._session.label} {self.name!r}"
         if self._ended.ready() or not self._session.alive:
             raise ConnectionError(f"{label}: registration closed or lost")
@@ -321,6 +323,14 @@ class Styx:
         self._finder = StyxFinder()
         self._sent_before = 0  # by the sessions before the current one
 
+    def __getstate__(self) -> dict[str, object]:
+        """Only the configuration pickles; a copy dials its own session when first used."""
+        return {"host": self.host, "port": self.port, "user": self.user, "msize": self.msize,
+                "connect_timeout": self.connect_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Styx.__init__(self, **state)
+
     def __repr__(self) -> str:
         return f"Styx({self.host!r}, port={self.port}, user={self.user!r})"
 
@@ -401,6 +411,7 @@ class Styx:
 
     def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> StyxRegistration:
         attrs = dict(attrs or {})
+        check_service(name, attrs, name_rules=False)  # the registry answers a bad name
         session = self._acquire()
         try:
             fid, limit = self._open(session, "new", ninep.OWRITE)
@@ -458,8 +469,10 @@ class Styx:
         return fid, limit
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
+        attrs = dict(attrs or {})
+        check_service(None, attrs)
         with self._held() as session:
-            return self._finder.find(self, session, dict(attrs or {}))
+            return self._finder.find(self, session, attrs)
 
     @property
     def requests_sent(self) -> int:

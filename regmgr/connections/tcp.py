@@ -35,12 +35,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 import gevent.socket
 
 from ..errors import ProtocolError, RegistryError, RegmgrError
+from ..limits import check_service
 from ..wire import format_attrs, format_service, parse_services, service_name_error
 from .liveness import PROBE_INTERVAL, PROBE_TIMEOUT, check_probe_options, deadline, keepalive
 from .shared import SharedListing
@@ -50,6 +51,7 @@ __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
 #: Largest find reply accepted, as the Perl client caps it.
 FIND_LIMIT = 1 << 20
 _EVENT_LINE_LIMIT = 1024
+_CONFIRM_FILTER = 1024  # characters of the filter that confirms a registration
 _VERSION = re.compile(rb"\d+")
 #: The filter of a probe: it matches no service a client of regmgr registers.
 PROBE_FILTER = {"regmgr.probe": "none"}
@@ -85,6 +87,21 @@ def _peer_closed(sock: gevent.socket.socket) -> bool:
         return True
     finally:
         sock.settimeout(timeout)
+
+
+def _filter_of(attrs: Mapping[str, str]) -> dict[str, str]:
+    """The first pairs of ``attrs`` that fit :data:`_CONFIRM_FILTER` bytes: enough to narrow a find.
+
+    The whole of a large service would be over the gateway's find limit.
+    """
+    chosen: dict[str, str] = {}
+    size = 0
+    for key, value in attrs.items():
+        size += len(key) + len(value) + 2
+        if size > _CONFIRM_FILTER:
+            break
+        chosen[key] = value
+    return chosen
 
 
 class TCPEventStream:
@@ -159,6 +176,7 @@ class TCPRegistration:
     def update(self, attrs: Mapping[str, str]) -> None:
         if not attrs:
             return  # an empty write is `bad syntax`: it would unregister us
+        check_service(None, attrs)  # the tasks checked; this is the last line of defence
         if self._closed:
             raise ConnectionError(f"{self._label}: registration closed")
         with _link(self._label):
@@ -223,6 +241,14 @@ class TCP:
         self._family = _address_family(host)
         self._confirmations = SharedListing()
 
+    def __getstate__(self) -> dict[str, object]:
+        """Only the configuration pickles: a copy shares no finds in flight."""
+        return {"host": self.host, "new_port": self.new_port, "find_port": self.find_port,
+                "event_port": self.event_port, "connect_timeout": self.connect_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        TCP.__init__(self, **state)
+
     def __repr__(self) -> str:
         return (f"TCP({self.host!r}, new_port={self.new_port}, "
                 f"find_port={self.find_port}, event_port={self.event_port})")
@@ -268,6 +294,7 @@ class TCP:
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
         attrs = attrs or {}
+        check_service(None, attrs)
         # The gateway reads the filter up to the first newline, quoted or
         # not: pairs holding one are matched here instead.
         local = {k: v for k, v in attrs.items() if "\n" in k or "\n" in v}
@@ -299,10 +326,11 @@ class TCP:
             raise ProtocolError(f"{label}: reply is not UTF-8", err.object[:200]) from err
 
     def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> TCPRegistration:
+        attrs = dict(attrs or {})
+        check_service(name, attrs, name_rules=False)  # the tasks checked; the last line of defence
         error = service_name_error(name)
         if error is not None:
             raise RegistryError(error)  # what the registry would say, without the round trip
-        attrs = dict(attrs or {})
         label = f"new {self.host}:{self.new_port} {name!r}"
         sock = self._connect(self.new_port, label)
         registration = TCPRegistration(sock, name, label)
@@ -322,7 +350,7 @@ class TCP:
         pause = 0.005
         in_a_row = 0  # finds that listed the name with our attributes, our connection open
         while True:
-            listing = self._confirmations(self.find, attrs)
+            listing = self._confirmations(self.find, _filter_of(attrs))
             if registration.peer_closed:
                 if registration.name in self._confirmations(self.find, {}):
                     raise RegistryError("duplicate service name")

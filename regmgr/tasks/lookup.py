@@ -9,6 +9,7 @@ from gevent.event import Event
 from ..backoff import Backoff
 from ..connections import Connection, Services
 from ..retry import retry_loop
+from ..limits import check_service
 from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase, safe_call
 
@@ -30,6 +31,7 @@ class Lookup(TaskBase):
     ) -> None:
         super().__init__()
         self._attrs = normalize_attrs(attrs)
+        check_service(None, self._attrs)
         self.callback = callback
         self._result: Services = {}
         self._done = Event()

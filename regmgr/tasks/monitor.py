@@ -10,6 +10,7 @@ from gevent.event import Event
 from ..backoff import Backoff
 from ..connections import Connection, Services
 from ..retry import retry_loop
+from ..limits import check_service
 from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase, safe_call
 
@@ -58,6 +59,7 @@ class Monitor(TaskBase):
     ) -> None:
         super().__init__()
         self._attrs = normalize_attrs(attrs)
+        check_service(None, self._attrs)
         self.on_add = on_add
         self.on_del = on_del
         self.on_mod = on_mod

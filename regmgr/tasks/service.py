@@ -13,7 +13,8 @@ from ..backoff import Backoff
 from ..connections import Connection, Registration
 from ..errors import TRANSIENT_ERRORS, RegistryError
 from ..retry import retry_loop
-from ..wire import AttrValue, normalize_attrs, service_name_error
+from ..limits import check_service
+from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase
 
 __all__ = ["Service"]
@@ -30,18 +31,18 @@ class Service(TaskBase):
     """Register ``name`` with ``attrs`` while the manager is connected.
 
     A lost or refused registration is retried with backoff, and always
-    carries every :meth:`update` made so far.
+    carries every :meth:`update` made so far. The name and attributes are
+    checked against :mod:`regmgr.limits` here and in :meth:`update`
+    (``ValueError``), so the registry never sees what it would refuse.
     """
 
     def __init__(self, name: str, attrs: Optional[Mapping[str, AttrValue]] = None) -> None:
         super().__init__()
         if not isinstance(name, str):
             raise TypeError(f"service name must be str, not {type(name).__name__}")
-        error = service_name_error(name)
-        if error is not None:
-            raise ValueError(f"{error}: {name!r}")
-        self.name = name
         self._attrs = normalize_attrs(attrs)
+        check_service(name, self._attrs)
+        self.name = name
         self._registration: Optional[Registration] = None
         self._checks: Optional[_Checks] = None  # while registered
         self._dropped = Event()  # set by the checks: the registry no longer lists us
@@ -60,16 +61,21 @@ class Service(TaskBase):
         return self._registration is not None
 
     def update(self, attrs: Mapping[str, AttrValue]) -> None:
-        """Merge ``attrs`` into the service and send what changed, if registered."""
+        """Merge ``attrs`` into the service and send what changed, if registered.
+
+        ``ValueError`` if the merged service would break a limit: then
+        nothing changes, here or in the registry.
+        """
         changed = {k: v for k, v in normalize_attrs(attrs).items() if self._attrs.get(k) != v}
         if not changed:
             return
+        check_service(self.name, {**self._attrs, **changed})
         self._attrs.update(changed)
         registration = self._registration
         if registration is not None:
             try:
                 registration.update(changed)
-            except ConnectionError as err:  # the keeper sees the loss and re-registers
+            except TRANSIENT_ERRORS as err:  # the keeper sees the loss and re-registers
                 log.info("service %r: update not sent: %s", self.name, err)
 
     def refresh(self) -> None:
