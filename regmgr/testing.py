@@ -75,9 +75,12 @@ class RegistryServer(EmbeddedRegistry):
         event_port: int = 0,
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = 0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
     ) -> None:
         super().__init__(host, new_port=new_port, find_port=find_port,
-                         event_port=event_port, dbfile=dbfile, styx_port=styx_port)
+                         event_port=event_port, dbfile=dbfile, styx_port=styx_port,
+                         store=store, session_timeout=session_timeout)
 
     def index(self) -> dict[str, dict[str, str]]:
         """Every registered service, straight from the model."""
@@ -100,11 +103,15 @@ class RegistryProcess:
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = 0,
         startup_timeout: float = 15.0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
         args: Sequence[str] = (),
         nofile: Optional[int] = None,
     ) -> None:
         """``args`` are more ``regmgr serve`` options; ``nofile`` caps the child's descriptors."""
         self.host = host
+        self.store = store
+        self.session_timeout = session_timeout
         self.args = list(args)
         self.nofile = nofile
         self.new_port = new_port
@@ -136,6 +143,8 @@ class RegistryProcess:
             cmd += ["-f", os.fspath(self.dbfile)]
         if self.styx_port is not None:
             cmd += ["--styx-port", str(self.styx_port)]
+        if self.store is not None:
+            cmd += ["--store", self.store, "--session-timeout", str(self.session_timeout)]
         return cmd + self.args
 
     def _limit_descriptors(self) -> None:
