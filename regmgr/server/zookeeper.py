@@ -258,8 +258,7 @@ class ZooKeeperStore(Registry):
                 have = None
         if have is None:
             have = svc if svc is not None and not svc.removed else self.create(owner)
-        have.values.clear()
-        have.order.clear()
+        have.clear()
         have.size = 0
         self._name(have, name)
         for attr, value in reversed(attrs):  # set() puts each in front: same order
