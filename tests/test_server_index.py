@@ -52,10 +52,9 @@ def test_a_selective_find_in_a_large_table():
         [i for i in range(1000) if i % 10 == 7 and i % 3])
 
 
-def test_cleared_attributes_leave_the_index():
+def test_replaced_attributes_leave_the_index():
     registry = Registry()
     svc = registry.create("me")
     registry.write(svc, "s a 1")
-    svc.clear()
-    svc.set("b", "2")
+    svc.attrs = [("b", "2")]
     assert registry.find([("a", "1")]) == "" and registry.find([("b", "2")]) == "s b 2\n"
