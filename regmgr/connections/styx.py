@@ -124,7 +124,7 @@ class StyxRegistration:
             raise ConnectionError(f"{label}: registration closed or lost")
         for data in _writes(None, attrs, self._limit):
             reply = self._session.call(
-                lambda tag: ninep.Twrite(tag, self._fid, 0, data), self._timeout)
+                lambda tag: ninep.Twrite(tag, self._fid, 0, data), self._timeout)  # noqa: B023 (called at once)
             try:
                 expect(reply, ninep.Rwrite, label)
             except RegistryError as err:  # the service is gone (someone removed it)

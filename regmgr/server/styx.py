@@ -37,7 +37,7 @@ from gevent.socket import socket as GeventSocket
 from .. import ninep
 from ..errors import RegistryError
 from ..ninep import (
-    DMDIR, IOHDRSZ, NOTAG, ORCLOSE, ORDWR, OREAD, OTRUNC, OWRITE, QTDIR, QTFILE,
+    DMDIR, IOHDRSZ, ORCLOSE, ORDWR, OREAD, OTRUNC, OWRITE, QTDIR, QTFILE,
     Qid, Stat,
 )
 from .state import GONE, Filter, Registry, Service, Watcher, parse_filter
