@@ -29,7 +29,8 @@ from regmgr.connections import Connection
 from regmgr.testing import RegistryProcess, find_over_tcp, open_sockets
 
 TRANSPORTS: dict[str, Callable[[RegistryProcess], Connection]] = {
-    "tcp": lambda reg: TCP(reg.host, reg.new_port, reg.find_port, reg.event_port),
+    "tcp": lambda reg: TCP(reg.host, new_port=reg.new_port, find_port=reg.find_port,
+                           event_port=reg.event_port),
     "styx": lambda reg: Styx(reg.host, reg.styx_port),
 }
 

@@ -32,7 +32,8 @@ Reply = dict[str, Any]
 def connection(spec: Mapping[str, Any]) -> Connection:
     """The transport ``spec`` names."""
     if spec["transport"] == "tcp":
-        return TCP(spec["host"], spec["new"], spec["find"], spec["event"])
+        return TCP(spec["host"], new_port=spec["new"], find_port=spec["find"],
+                   event_port=spec["event"])
     if spec["transport"] == "styx":
         return Styx(spec["host"], spec["styx"])
     raise ValueError(f"unknown transport {spec['transport']!r}")
@@ -271,6 +272,11 @@ class Worker:
             latencies.append(time.monotonic() - t)
             gevent.sleep(max(0.0, interval - (time.monotonic() - t)))
         return {"latencies": latencies}
+
+    def op_requests(self) -> Reply:
+        """Styx T-messages sent so far by this process (None over TCP)."""
+        sent = self.connection.requests_sent if isinstance(self.connection, Styx) else None
+        return {"sent": sent}
 
     def op_usage(self) -> Reply:
         """Resident memory (after a collection) and CPU time used so far."""

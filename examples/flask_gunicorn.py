@@ -19,9 +19,9 @@ from flask import Flask, jsonify
 from regmgr import TCP, Monitor, RegMgr
 
 REGISTRY = TCP(os.environ.get("REGMGR_HOST", "127.0.0.1"),
-               int(os.environ.get("REGMGR_NEW_PORT", 6701)),
-               int(os.environ.get("REGMGR_FIND_PORT", 6702)),
-               int(os.environ.get("REGMGR_EVENT_PORT", 6703)))
+               new_port=int(os.environ.get("REGMGR_NEW_PORT", 6701)),
+               find_port=int(os.environ.get("REGMGR_FIND_PORT", 6702)),
+               event_port=int(os.environ.get("REGMGR_EVENT_PORT", 6703)))
 
 # A gunicorn worker imports this module after its fork, so each worker gets
 # its own manager (keep a reference: a dropped RegMgr closes itself).

@@ -14,9 +14,9 @@ workers = 2
 
 registration = GunicornHooks(
     TCP(os.environ.get("REGMGR_HOST", "127.0.0.1"),
-        int(os.environ.get("REGMGR_NEW_PORT", 6701)),
-        int(os.environ.get("REGMGR_FIND_PORT", 6702)),
-        int(os.environ.get("REGMGR_EVENT_PORT", 6703))),
+        new_port=int(os.environ.get("REGMGR_NEW_PORT", 6701)),
+        find_port=int(os.environ.get("REGMGR_FIND_PORT", 6702)),
+        event_port=int(os.environ.get("REGMGR_EVENT_PORT", 6703))),
     {"proto": "http"},
 )
 when_ready = registration.when_ready

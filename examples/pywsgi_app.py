@@ -21,9 +21,9 @@ from regmgr import TCP, Monitor, RegMgr
 from regmgr.contrib.wsgi import serve_registered
 
 REGISTRY = TCP(os.environ.get("REGMGR_HOST", "127.0.0.1"),
-               int(os.environ.get("REGMGR_NEW_PORT", 6701)),
-               int(os.environ.get("REGMGR_FIND_PORT", 6702)),
-               int(os.environ.get("REGMGR_EVENT_PORT", 6703)))
+               new_port=int(os.environ.get("REGMGR_NEW_PORT", 6701)),
+               find_port=int(os.environ.get("REGMGR_FIND_PORT", 6702)),
+               event_port=int(os.environ.get("REGMGR_EVENT_PORT", 6703)))
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
 """Retry delays: exponential, capped, jittered, and fast the first time.
 
 A lost registry usually comes back quickly (a restart), so the first retry
-waits only ``initial``; a registry that stays away is not hammered, and
-many clients that lost it together do not all come back in step.
+waits only ``initial``; many clients that lost it together do not all come
+back in step. The default cap, 0.45 s, means a registry that is back is
+used within about half a second whatever the outage lasted, at the cost of
+2.2 to 4.4 connection attempts per second per client while it is down
+(each a refused or unanswered connect: cheap for the registry host).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class Backoff:
 
     initial: float = 0.05
     factor: float = 2.0
-    maximum: float = 5.0
+    maximum: float = 0.45
     jitter: bool = True
 
     def __post_init__(self) -> None:

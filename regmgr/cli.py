@@ -15,7 +15,7 @@ import gevent
 from gevent.event import Event
 
 from . import __version__
-from .errors import RegmgrError
+from .errors import TRANSIENT_ERRORS, RegmgrError
 from .wire import format_service
 
 if TYPE_CHECKING:
@@ -48,13 +48,25 @@ def _wait_for_signal() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run an embedded registry in the foreground until SIGINT/SIGTERM."""
+    from .limits import Limits
     from .server import EmbeddedRegistry
+    from .server.listen import raise_nofile_limit
 
     _setup_logging(args.verbose)
-    server = EmbeddedRegistry(
-        args.host, new_port=args.new_port, find_port=args.find_port,
-        event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
-    )
+    try:
+        limits = Limits(name_bytes=args.max_name_bytes, value_bytes=args.max_value_bytes,
+                        attrs=args.max_attrs, service_bytes=args.max_service_bytes)
+        server = EmbeddedRegistry(
+            args.host, new_port=args.new_port, find_port=args.find_port,
+            event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
+            limits=limits, keepalive=args.keepalive, request_timeout=args.request_timeout,
+        )
+    except ValueError as err:
+        print(f"regmgr serve: {err}", file=sys.stderr)
+        return 2
+    descriptors = raise_nofile_limit()
+    if descriptors is not None:
+        logging.getLogger("regmgr.server").info("descriptor limit %d", descriptors)
     try:
         server.start()
     except (OSError, RegmgrError) as err:
@@ -80,7 +92,8 @@ def _connection(args: argparse.Namespace) -> Connection:
 
     if args.transport == "styx":
         return Styx(args.host, args.styx_port, user=args.user)
-    return TCP(args.host, args.new_port, args.find_port, args.event_port)
+    return TCP(args.host, new_port=args.new_port, find_port=args.find_port,
+               event_port=args.event_port)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -103,7 +116,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     """Print the matching services once, like Inferno's regquery."""
     try:
         found = _connection(args).find(_pairs(args.attrs))
-    except (ConnectionError, RegmgrError) as err:
+    except TRANSIENT_ERRORS as err:
         print(f"regmgr find: {err}", file=sys.stderr)
         return 1
     for name, attrs in found.items():
@@ -117,7 +130,7 @@ def cmd_unregister(args: argparse.Namespace) -> int:
 
     try:
         Styx(args.host, args.styx_port, user=args.user).remove(args.name)
-    except (ConnectionError, RegmgrError) as err:
+    except TRANSIENT_ERRORS as err:
         print(f"regmgr unregister: {args.name}: {err}", file=sys.stderr)
         return 1
     return 0
@@ -131,11 +144,11 @@ def _print_change(mark: str) -> Callable[[str, dict[str, str]], None]:
 
 
 def _watcher(attrs: dict[str, str], settle: float,
-             on_state: Callable[[bool], None]) -> Monitor:
+             on_stale: Callable[[bool], None]) -> Monitor:
     from . import Monitor
 
     return Monitor(attrs, on_add=_print_change("+"), on_mod=_print_change("~"),
-                   on_del=_print_change("-"), settle=settle, on_state=on_state)
+                   on_del=_print_change("-"), settle=settle, on_stale=on_stale)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -168,7 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     server = EmbeddedRegistry(new_port=0, find_port=0, event_port=0)
     server.start()
-    conn = TCP(server.host, server.new_port, server.find_port, server.event_port)
+    conn = TCP(server.host, new_port=server.new_port, find_port=server.find_port,
+               event_port=server.event_port)
     say(f"registry on {server.host}, ports new {server.new_port}, find {server.find_port}, "
         f"event {server.event_port}")
     try:
@@ -205,8 +219,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) -> None:
+    """The connection options; ``tcp=False`` for a Styx-only command.
+
+    A Styx-only command still takes ``--transport styx``, so the same
+    options work for every command.
+    """
     parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
-    if tcp:
+    if not tcp:
+        parser.add_argument("--transport", choices=("styx",), default="styx",
+                            help="only Styx can remove a service (default %(default)s)")
+    else:
         parser.add_argument("--transport", choices=("tcp", "styx"), default="tcp",
                             help="the three-port TCP gateway, or Styx as Inferno exports "
                                  "the registry (default %(default)s)")
@@ -225,6 +247,9 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .limits import Limits
+    from .server.listen import DEFAULT_KEEPALIVE
+
     parser = argparse.ArgumentParser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -244,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also serve over Styx on PORT (Inferno's is 6675; 0 picks one)")
     serve.add_argument("-f", dest="dbfile", metavar="DBFILE",
                        help="attrdb file of persistent services to load at start")
+    limits = Limits()
+    serve.add_argument("--max-attrs", type=int, default=limits.attrs, metavar="N",
+                       help="attributes per service (default %(default)s)")
+    serve.add_argument("--max-value-bytes", type=int, default=limits.value_bytes, metavar="BYTES",
+                       help="bytes of one attribute value (default %(default)s)")
+    serve.add_argument("--max-name-bytes", type=int, default=limits.name_bytes, metavar="BYTES",
+                       help="bytes of a service name (default %(default)s)")
+    serve.add_argument("--max-service-bytes", type=int, default=limits.service_bytes,
+                       metavar="BYTES", help="bytes of a whole service line (default %(default)s)")
+    serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE, metavar="SECONDS",
+                       help="drop a client that vanished (no FIN) within about SECONDS "
+                            "(default %(default)s)")
+    serve.add_argument("--request-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="a new connection must name its service, a find send its filter, "
+                            "within SECONDS (default %(default)s)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     serve.set_defaults(func=cmd_serve)
 

@@ -6,6 +6,8 @@ catch ``RegmgrError`` for everything the registry itself did.
 """
 from __future__ import annotations
 
+__all__ = ["RegmgrError", "ProtocolError", "RegistryError", "AttachError", "TRANSIENT_ERRORS"]
+
 
 class RegmgrError(Exception):
     """Base class of regmgr's own exceptions."""
@@ -35,3 +37,14 @@ class RegistryError(RegmgrError):
 
 class AttachError(RegmgrError):
     """A task was attached twice or detached from a manager it is not on."""
+
+
+#: What a task retries with backoff after a short log line: the registry is
+#: unreachable or the link broke (transports turn every ``OSError``, timeouts
+#: included, into ``ConnectionError``), the peer spoke garbage
+#: (``ProtocolError``: reconnect), or the registry refused for now
+#: (``RegistryError``, e.g. a ``duplicate service name`` whose holder may
+#: go away; a session out of fids). Anything else escaping a transport
+#: (``ValueError``, ``TypeError``, a raw ``OSError``) is a bug: it is still
+#: retried, but logged with its traceback.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ConnectionError, RegmgrError)

@@ -18,7 +18,9 @@ whole service line     32 KiB    quoted ``name attr value ...\\n``: half the gat
                                  64 KiB message, so a registration always fits one
 =====================  ========  ==================================================
 
-Sizes are UTF-8 bytes of the unquoted text. Text must be valid Unicode that
+Sizes are UTF-8 bytes of the unquoted text; besides, one quoted ``attr value``
+pair must fit one Styx write at the usual msize of 8192 (:data:`PAIR_BYTES`:
+only a value of some 2,000 single quotes, each doubled by quoting, reaches it). Text must be valid Unicode that
 encodes to UTF-8 (no lone surrogates) and hold no NUL: neither survives the
 trip through Inferno's C and Limbo string handling.
 """
@@ -28,9 +30,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from .wire import format_service, service_name_error
+from .wire import format_service, quote, service_name_error
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "text_error", "service_error"]
+__all__ = ["Limits", "DEFAULT_LIMITS", "PAIR_BYTES", "text_error", "service_error",
+           "check_service"]
+
+#: Largest quoted ``attr value`` pair: one Styx write at msize 8192 (less its 24-byte header).
+PAIR_BYTES = 8192 - 24
 
 
 @dataclass(frozen=True)
@@ -71,19 +77,22 @@ def _size_error(what: str, text: str, limit: int) -> Optional[str]:
 
 
 def service_error(name: Optional[str], attrs: Mapping[str, str],
-                  limits: Limits = DEFAULT_LIMITS) -> Optional[str]:
+                  limits: Limits = DEFAULT_LIMITS, *, name_rules: bool = True) -> Optional[str]:
     """Why a service ``name`` with ``attrs`` breaks a rule or a limit, or None.
 
     ``name=None`` checks attributes alone (an update). The name's own rules
     come first, in the registry's wording (``bad character in service name``).
     The whole-line and attribute-count limits apply to what is passed: pass
     the merged attributes to check a service after an update.
+    ``name_rules=False`` leaves the name's own rules to the registry to answer
+    (a Styx client shows the registry's text) and checks only its text and size.
     """
     if name is not None:
         error = text_error(name)
         if error is not None:
             return f"service name {name!r}: {error}"
-        error = service_name_error(name) or _size_error("service name", name, limits.name_bytes)
+        error = ((service_name_error(name) if name_rules else None)
+                 or _size_error("service name", name, limits.name_bytes))
         if error is not None:
             return f"{error}: {name[:64]!r}"
     for key, value in attrs.items():
@@ -95,6 +104,9 @@ def service_error(name: Optional[str], attrs: Mapping[str, str],
             return f"value of attribute {key[:64]!r}: {error}"
         error = (_size_error(f"attribute name {key[:64]!r}", key, limits.attr_name_bytes)
                  or _size_error(f"value of attribute {key[:64]!r}", value, limits.value_bytes))
+        if error is None and 2 * (len(key) + len(value)) + 5 > PAIR_BYTES:  # quoting may matter
+            error = _size_error(f"attribute {key[:64]!r}, quoted,",
+                                f"{quote(key)} {quote(value)}", PAIR_BYTES)
         if error is not None:
             return error
     if len(attrs) > limits.attrs:
@@ -102,3 +114,11 @@ def service_error(name: Optional[str], attrs: Mapping[str, str],
     if name is not None:
         return _size_error("service line", format_service(name, attrs), limits.service_bytes)
     return None
+
+
+def check_service(name: Optional[str], attrs: Mapping[str, str],
+                  limits: Limits = DEFAULT_LIMITS, *, name_rules: bool = True) -> None:
+    """Raise ``ValueError`` with :func:`service_error`'s text if there is one (before I/O)."""
+    error = service_error(name, attrs, limits, name_rules=name_rules)
+    if error is not None:
+        raise ValueError(error)

@@ -20,6 +20,7 @@ from gevent.event import Event
 from .backoff import Backoff
 from .connections import Connection, EventStream, Services
 from .errors import AttachError, RegmgrError
+from .retry import retry_loop
 from .tasks import Lookup, Task, safe_call
 from .wire import AttrValue
 
@@ -44,23 +45,16 @@ class _Supervisor:
         self._stream: Optional[EventStream] = None
         self.greenlet = gevent.spawn(self._run)
 
+    def __repr__(self) -> str:
+        return f"registry {self.connection!r}"
+
     def _run(self) -> None:
-        delays = self.backoff.delays()
-        while not self.closed:
-            try:
-                self._stream = self.connection.open_event()
-            except (ConnectionError, RegmgrError) as err:
-                log.info("registry %r unreachable: %s", self.connection, err)
-            except Exception:
-                log.exception("registry %r: open_event failed", self.connection)
-            else:
-                delays = self.backoff.delays()
-                self._serve(self._stream)
-            if not self.closed:
-                gevent.sleep(next(delays))
+        retry_loop(self, self.backoff, self.connection.open_event, self._serve,
+                   running=lambda: not self.closed)
 
     def _serve(self, stream: EventStream) -> None:
-        """Run the tasks until the stream breaks."""
+        """Run the tasks until the stream breaks (raises) or the manager closes (returns)."""
+        self._stream = stream
         try:
             self._set_connected(True)
             while not self.closed:
@@ -71,11 +65,9 @@ class _Supervisor:
                         task.refresh()
                     except Exception:
                         log.exception("%r.refresh raised; ignored", task)
-        except (ConnectionError, RegmgrError) as err:
-            if not self.closed:
-                log.warning("registry %r lost: %s", self.connection, err)
         except Exception:
-            log.exception("registry %r: event stream failed", self.connection)
+            if not self.closed:
+                raise  # the retry loop logs it and reconnects
         finally:
             self._set_connected(False)
 
@@ -168,10 +160,17 @@ class RegMgr:
         task.manager = None
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(connected)`` on every connect and disconnect."""
+        """Call ``listener(connected)`` on every connect (True) and disconnect (False).
+
+        Refuses a non-callable at once, so the mistake shows here and not as
+        a logged error at the next connect.
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, not {type(listener).__name__}")
         self._core.listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ``ValueError`` if it was not added."""
         self._core.listeners.remove(listener)
 
     def lookup(self, attrs: Optional[Mapping[str, AttrValue]] = None,

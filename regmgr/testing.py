@@ -110,6 +110,8 @@ class RegistryProcess:
         self.startup_timeout = startup_timeout
         self.proc: Optional[subprocess.Popen] = None
         self._log: collections.deque[bytes] = collections.deque(maxlen=200)
+        #: Every traceback the child printed, over all its starts (a test fails on one).
+        self.tracebacks: list[str] = []
         self._drainer: Optional[gevent.Greenlet] = None
 
     @property
@@ -153,8 +155,16 @@ class RegistryProcess:
 
     def _drain(self, proc: subprocess.Popen, ready: gevent.event.AsyncResult) -> None:
         """Read the child's log: report its ports once, keep the pipe from filling."""
+        trace: Optional[list[bytes]] = None
         for line in proc.stderr:
             self._log.append(line)
+            if line.startswith(b"Traceback"):
+                trace = []
+            if trace is not None:
+                trace.append(line)
+                if not line[:1].isspace() and not line.startswith(b"Traceback"):
+                    self.tracebacks.append(b"".join(trace).decode("utf-8", "replace"))
+                    trace = None
             match = _LISTENING.search(line)
             if match and not ready.ready():
                 new, find, event, styx = match.groups()

@@ -2,6 +2,7 @@
 import signal
 import sys
 
+import pytest
 from gevent import subprocess
 
 from regmgr import Styx
@@ -37,10 +38,32 @@ def test_register_over_styx_then_unregister_the_persistent_service(registry_serv
 
     assert main(["unregister", "kept", *styx_args(registry_server, "bob")]) == 1
     assert capsys.readouterr().err == "regmgr unregister: kept: permission denied\n"
-    assert main(["unregister", "kept", *styx_args(registry_server, "alice")]) == 0
+    assert main(["unregister", "kept", "--transport", "styx",
+                 *styx_args(registry_server, "alice")]) == 0
     assert registry_server.index() == {}
     assert main(["unregister", "kept", *styx_args(registry_server, "alice")]) == 1
     assert "file does not exist" in capsys.readouterr().err
+
+
+def test_unregister_as_the_readme_writes_it(registry_server):
+    """``regmgr unregister NAME --transport styx --user USER``, run as a program."""
+    Styx(registry_server.host, registry_server.styx_port, user="alice").open_new(
+        "kept", {"persist": "1"}).close()
+    assert registry_server.index() == {"kept": {"persist": "1"}}
+    done = subprocess.run(
+        [sys.executable, "-m", "regmgr", "unregister", "kept", "--transport", "styx",
+         "--user", "alice", "--host", registry_server.host,
+         "--styx-port", str(registry_server.styx_port)],
+        capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert registry_server.index() == {}
+
+
+def test_unregister_refuses_the_tcp_transport(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["unregister", "x", "--transport", "tcp"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'tcp'" in capsys.readouterr().err
 
 
 def test_unregister_without_a_registry_fails_cleanly(registry_server, capsys):

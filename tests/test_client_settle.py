@@ -18,7 +18,7 @@ class Recorder:
         return Monitor(attrs, on_add=lambda n, a: self.log.append(("add", n, a)),
                        on_del=lambda n, a: self.log.append(("del", n, a, time.monotonic())),
                        on_mod=lambda n, a: self.log.append(("mod", n, a)),
-                       on_state=self.states.append, **kwargs)
+                       on_stale=self.states.append, **kwargs)
 
     def kinds(self, kind):
         return [entry for entry in self.log if entry[0] == kind]

@@ -69,7 +69,7 @@ def polite(msg):
 
 def test_defaults_and_arguments():
     conn = Styx("h")
-    assert (conn.port, conn.user, conn.msize, conn.connect_timeout) == (6675, "none", 8192, 5.0)
+    assert (conn.port, conn.user, conn.msize, conn.connect_timeout) == (6675, "none", 65560, 5.0)
     with pytest.raises(TypeError):
         Styx(None)
 
@@ -118,15 +118,17 @@ def test_remove_a_persistent_service(registry_server):
         conn.remove("kept")
 
 
-def test_removal_by_the_owner_ends_the_registration(registry_server):
+def test_removal_by_the_owner_ends_the_registration(registry_server, hub_errors):
+    hub_errors.expect(RegistryError, match="buggy program!")  # the waiter's end
     conn = styx(registry_server)
     reg = conn.open_new("svc")
     waiter = gevent.spawn(reg.wait)
     conn.remove("svc")
-    with pytest.raises(ConnectionError, match="buggy program!"):
-        reg.update({"a": "1"})
-    with pytest.raises(RegistryError):
+    reg.update({"a": "1"})  # sent without waiting: its refusal ends the registration
+    with pytest.raises(RegistryError, match="buggy program!"):
         waiter.get(timeout=5)
+    with pytest.raises(ConnectionError):
+        reg.update({"a": "2"})
     reg.close()
 
 
@@ -145,7 +147,8 @@ def test_a_cancelled_event_wait_is_flushed(registry_server):
     keep.close()
 
 
-def test_close_wakes_a_blocked_event_wait(registry_server):
+def test_close_wakes_a_blocked_event_wait(registry_server, hub_errors):
+    hub_errors.expect(ConnectionError, match="event stream closed")  # the waiter's end
     stream = styx(registry_server).open_event()
     waiter = gevent.spawn(stream.wait)
     gevent.sleep(0.05)
@@ -167,7 +170,8 @@ def test_tags_and_fids_are_recycled(registry_server):
     keep.close()
 
 
-def test_socket_drop_fails_every_pending_call_at_once(registry_server):
+def test_socket_drop_fails_every_pending_call_at_once(registry_server, hub_errors):
+    hub_errors.expect(ConnectionError)  # how each waiter ends
     conn = styx(registry_server)
     regs = [conn.open_new(f"svc{i}") for i in range(20)]
     stream = conn.open_event()
@@ -198,10 +202,11 @@ def test_long_attribute_lists_go_in_several_writes(registry_server):
 
 def test_msize_is_negotiated_and_writes_stay_within_iounit(registry_server):
     conn = styx(registry_server, msize=1 << 20)
-    reg = conn.open_new("svc", {"v": "x" * 8000})
+    reg = conn.open_new("svc", {"v": "x" * 4000, "w": "y" * 4000})  # one write over 8000 bytes
     assert conn._session.msize == 65560
-    assert conn.find() == {"svc": {"v": "x" * 8000}}
-    with pytest.raises(ValueError, match="8192-byte write limit"):
+    assert reg._limit == 8192  # the iounit, not msize - 24
+    assert conn.find() == {"svc": {"v": "x" * 4000, "w": "y" * 4000}}
+    with pytest.raises(ValueError, match="byte.* limit"):
         reg.update({"v": "x" * 9000})  # export would split it: Ropen's iounit is the limit
     reg.close()
 
@@ -245,7 +250,8 @@ def test_a_timed_out_registration_is_flushed_then_clunked(scripted):
     stream.close()
 
 
-def test_a_killed_call_sends_tflush_and_keeps_its_tag_until_rflush(scripted):
+def test_a_killed_call_sends_tflush_and_keeps_its_tag_until_rflush(scripted, hub_errors):
+    hub_errors.expect(ConnectionError, match="event stream closed")  # the second read's end
     port, received = scripted(lambda m: None if isinstance(m, ninep.Tflush) else polite(m))
     stream = Styx("127.0.0.1", port).open_event()
     read = gevent.spawn(stream.wait)
@@ -254,7 +260,9 @@ def test_a_killed_call_sends_tflush_and_keeps_its_tag_until_rflush(scripted):
     read.kill()
     eventually(lambda: isinstance(received[-1], ninep.Tflush))
     assert received[-1].oldtag == tag
-    gevent.spawn(stream.wait)
+    second = gevent.spawn(stream.wait)
     eventually(lambda: isinstance(received[-1], ninep.Tread))
     assert received[-1].tag not in (tag, received[-2].tag)  # no Rflush yet: both still taken
     stream.close()
+    with pytest.raises(ConnectionError):
+        second.get(timeout=5)

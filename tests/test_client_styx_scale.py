@@ -16,7 +16,8 @@ def register_all(conn):
                     range(COUNT))
 
 
-def test_ten_thousand_services_one_session_sigkill_and_restore(registry_process):
+def test_ten_thousand_services_one_session_sigkill_and_restore(registry_process, hub_errors):
+    hub_errors.expect(ConnectionError)  # how each waiter ends at the SIGKILL
     conn = Styx(registry_process.host, registry_process.styx_port)
     sockets = open_sockets()
     started = time.monotonic()

@@ -36,7 +36,7 @@ def peer():
 def test_host_is_required():
     with pytest.raises(TypeError):
         TCP(None)
-    assert TCP("h").port_new == 6701 and TCP("h").port_find == 6702 and TCP("h").port_event == 6703
+    assert TCP("h").new_port == 6701 and TCP("h").find_port == 6702 and TCP("h").event_port == 6703
 
 
 def test_nothing_listening_is_a_connection_error(registry_server):
@@ -49,21 +49,21 @@ def test_nothing_listening_is_a_connection_error(registry_server):
 
 @pytest.mark.parametrize("reply", [b"HELLO\n", b"", b"READY"])
 def test_event_greeting_must_be_ready(peer, reply):
-    conn = TCP("127.0.0.1", port_event=peer(reply), connect_timeout=1)
+    conn = TCP("127.0.0.1", event_port=peer(reply), connect_timeout=1)
     with pytest.raises((ProtocolError, ConnectionError)):
         conn.open_event()
 
 
 @pytest.mark.parametrize("reply", [b"READY\nnot a number\n", b"READY\n" + b"1" * 2000])
 def test_bad_event_lines_are_protocol_errors(peer, reply):
-    stream = TCP("127.0.0.1", port_event=peer(reply, close=False)).open_event()
+    stream = TCP("127.0.0.1", event_port=peer(reply, close=False)).open_event()
     with pytest.raises(ProtocolError):
         stream.wait()
     stream.close()
 
 
 def test_event_versions_are_parsed(peer):
-    stream = TCP("127.0.0.1", port_event=peer(b"READY\n00000042\n00000043\n")).open_event()
+    stream = TCP("127.0.0.1", event_port=peer(b"READY\n00000042\n00000043\n")).open_event()
     assert [stream.wait(), stream.wait()] == [42, 43]
     with pytest.raises(ConnectionError):
         stream.wait()
@@ -72,15 +72,15 @@ def test_event_versions_are_parsed(peer):
 @pytest.mark.parametrize("reply", [b"svc a 1", b"svc a\n", b"svc 'a\n", b"\xff\n"])
 def test_bad_find_replies_are_protocol_errors(peer, reply):
     with pytest.raises(ProtocolError):
-        TCP("127.0.0.1", port_find=peer(reply, request=True)).find()
+        TCP("127.0.0.1", find_port=peer(reply, request=True)).find()
 
 
 def test_find_reply_is_capped(peer):
     with pytest.raises(ProtocolError, match="reply over"):
-        TCP("127.0.0.1", port_find=peer(b"s a b\n" * 200_000, request=True)).find()
+        TCP("127.0.0.1", find_port=peer(b"s a b\n" * 200_000, request=True)).find()
 
 
 def test_silent_find_times_out(peer):
-    conn = TCP("127.0.0.1", port_find=peer(b"", close=False), connect_timeout=0.2)
+    conn = TCP("127.0.0.1", find_port=peer(b"", close=False), connect_timeout=0.2)
     with pytest.raises(ConnectionError):
         conn.find()

@@ -39,7 +39,8 @@ def test_a_caller_during_a_find_gets_the_next_one():
     assert len(find.filters) == 2
 
 
-def test_a_failed_find_fails_every_caller_of_it_and_not_the_next():
+def test_a_failed_find_fails_every_caller_of_it_and_not_the_next(hub_errors):
+    hub_errors.expect(ConnectionError, match="registry gone")  # how each caller ends
     shared, find = SharedListing(), Finds(error=ConnectionError("registry gone"))
     callers = [gevent.spawn(shared, find, {}) for _ in range(3)]
     gevent.joinall(callers)

@@ -105,3 +105,69 @@ def test_watcher_coalesces():
     reg.write(svc, "a 2")
     assert watcher.poll() == 3
     assert watcher.poll() is None
+
+
+# -- limits (regmgr.limits) ------------------------------------------------------
+
+def test_a_write_over_a_limit_changes_nothing():
+    from regmgr.limits import Limits
+    reg = Registry(Limits(attrs=3, value_bytes=8))
+    svc = named(reg, "s a 1 b 2")
+    version = reg.version
+    for text, error in [
+        ("c 3 d 4", "4 attributes, over the limit of 3"),
+        ("a 123456789", "value of attribute 'a' is 9 bytes, over the 8-byte limit"),
+        ("a 1 a 2 a 3 a 4", "4 attributes, over the limit of 3"),  # pairs in one write
+        ("c \x00", "NUL"),
+    ]:
+        with pytest.raises(RegistryError, match=error):
+            reg.write(svc, text)
+    assert (svc.attrs, svc.vers, reg.version) == ([("b", "2"), ("a", "1")], 1, version)
+    reg.write(svc, "c 3")
+    assert svc.attrs == [("c", "3"), ("b", "2"), ("a", "1")]
+
+
+def test_a_first_write_over_a_limit_leaves_the_service_unnamed():
+    from regmgr.limits import Limits
+    reg = Registry(Limits(attrs=1))
+    svc = reg.create("me")
+    with pytest.raises(RegistryError, match="2 attributes"):
+        reg.write(svc, "s a 1 b 2")
+    assert svc.name is None and reg.get("s") is None
+    reg.write(svc, "s a 1")
+    assert reg.index() == "s a 1\n"
+
+
+def test_static_services_over_a_limit_are_refused():
+    from regmgr.limits import Limits
+    reg = Registry(Limits(attrs=1))
+    assert not reg.add_static("s", [("a", "1"), ("b", "2")])
+    assert reg.add_static("t", [("a", "1")])
+
+
+def test_attribute_order_quirk_holds_over_many_writes():
+    """The dict + order list gives exactly the list model's order (registry4.md §3)."""
+    import random
+    rng = random.Random(4)
+    reg = Registry()
+    svc = named(reg, "s")
+    model: list = []
+    for _ in range(2000):
+        attr, value = f"a{rng.randrange(40)}", str(rng.randrange(9))
+        names = [a for a, _ in model]
+        if attr in names:
+            i = names.index(attr)
+            model = model[:i][::-1] + [(attr, value)] + model[i + 1:]
+        else:
+            model.insert(0, (attr, value))
+        reg.write(svc, f"{attr} {value}")
+        assert svc.attrs == model
+
+
+def test_kept_line_size_is_the_listing_s():
+    reg = Registry()
+    svc = named(reg, "s.é a 1 'b c' ''")
+    reg.write(svc, "a 'it''s' d é")
+    assert svc.size == len(reg.index().encode()) == len("s.é d é a 'it''s' 'b c' ''\n".encode())
+    reg.write(svc, "a 2")
+    assert svc.size == len(reg.index().encode())

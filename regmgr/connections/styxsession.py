@@ -11,7 +11,10 @@ registration, event stream, find and remove of a connection through one
   waiting (greenlet killed, ``gevent.Timeout``) sends Tflush, and its tag is
   reused only once the Rflush came back, as flush(5) requires;
 * when the socket drops, every pending call fails at once with the same
-  ``ConnectionError`` and :attr:`Session.dead` wakes the holders.
+  ``ConnectionError`` and :attr:`Session.dead` wakes the holders;
+* a prober greenlet sends a Tstat of the root every ``probe_interval``
+  seconds; no answer within ``probe_timeout`` ends the session like a drop
+  (a hung registry, see :mod:`.liveness`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from gevent.queue import Queue
 
 from .. import ninep
 from ..errors import ProtocolError, RegistryError, RegmgrError
+from .liveness import keepalive
 
 __all__ = ["Session", "Call", "ROOT_FID", "expect"]
 
@@ -34,7 +38,6 @@ log = logging.getLogger("regmgr")
 
 #: The fid attached to the registry's root directory.
 ROOT_FID = 0
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
 Hook = Callable[[ninep.RMessage], None]
 
@@ -66,6 +69,8 @@ class Session:
         self.label = label
         self.msize = msize
         self.error: Optional[Exception] = None
+        #: T-messages sent but Tversion: each is one request/reply round trip.
+        self.sent = 0
         #: Set when the session is gone (dropped, broken or closed).
         self.dead = Event()
         self._sock = sock
@@ -79,10 +84,12 @@ class Session:
         self._frames: Queue = Queue()
         self._writer = gevent.spawn(self._write_loop)
         self._reader = gevent.spawn(self._read_loop)
+        self._prober: Optional[gevent.Greenlet] = None
 
     @classmethod
-    def connect(cls, host: str, port: int, user: str, msize: int, timeout: float) -> Session:
-        """Dial, agree on the version and msize, and attach ``user`` to the root."""
+    def connect(cls, host: str, port: int, user: str, msize: int, timeout: float,
+                probe_interval: float, probe_timeout: float) -> Session:
+        """Dial, agree on the version and msize, attach ``user`` to the root, start probing."""
         label = f"styx {host}:{port}"
         try:
             sock = gevent.socket.create_connection((host, port), timeout=timeout)
@@ -90,17 +97,25 @@ class Session:
             raise ConnectionError(f"{label}: {err or type(err).__name__}") from err
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames, no Nagle delay
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for option, value in _KEEPALIVE:
-            if hasattr(socket, option):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+        keepalive(sock, probe_interval, probe_timeout)
         session = cls(sock, label, msize)
         try:
             session._handshake(user, timeout)
         except BaseException:
             session.close()
             raise
+        session._prober = gevent.spawn(session._probe_loop, probe_interval, probe_timeout)
         return session
+
+    def _probe_loop(self, interval: float, timeout: float) -> None:
+        """Tstat the root every ``interval`` s; no answer in ``timeout`` s ends the session."""
+        while self.error is None:
+            gevent.sleep(interval)
+            try:
+                expect(self.call(lambda tag: ninep.Tstat(tag, ROOT_FID), timeout),
+                       ninep.Rstat, self.label)
+            except (ConnectionError, RegmgrError) as err:
+                self._die(ConnectionError(f"{self.label}: probe failed: {err}"))
 
     def _handshake(self, user: str, timeout: float) -> None:
         call = Call(ninep.NOTAG)
@@ -151,6 +166,7 @@ class Session:
             raise
         self._calls[tag] = call
         self._frames.put(frame)
+        self.sent += 1
         return call
 
     def wait(self, call: Call, timeout: Optional[float] = None) -> ninep.RMessage:
@@ -170,6 +186,18 @@ class Session:
     def call(self, build: Callable[[int], ninep.TMessage],
              timeout: Optional[float] = None) -> ninep.RMessage:
         return self.wait(self.start(build), timeout)
+
+    def post(self, build: Callable[[int], ninep.TMessage], on_reply: Hook) -> None:
+        """Send ``build(tag)`` without waiting; the reader calls ``on_reply(reply)``.
+
+        ``on_reply`` runs in the reader greenlet: it must not block or raise.
+        If the session dies first it is never called.
+        """
+        def hook(reply: ninep.RMessage) -> None:
+            self._release(call)
+            on_reply(reply)
+
+        call = self.start(build, hook)
 
     def cancel(self, call: Call) -> None:
         """Tflush ``call`` if unanswered; its tag is freed when the Rflush arrives."""
@@ -240,8 +268,8 @@ class Session:
         self._frames.put(StopIteration)
         self._sock.close()
         self.dead.set()
-        for greenlet in (self._reader, self._writer):
-            if greenlet is not gevent.getcurrent():
+        for greenlet in (self._reader, self._writer, self._prober):
+            if greenlet is not None and greenlet is not gevent.getcurrent():
                 greenlet.kill(block=False)
 
     def _write_loop(self) -> None:

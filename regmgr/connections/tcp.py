@@ -4,12 +4,28 @@ One TCP connection per registration (the gateway's own rule: the
 connection *is* the registration), one per find, one for the event stream.
 
 The gateway never acknowledges a registration; a refused one only shows as
-the server closing the connection. So :meth:`TCP.open_new` confirms: after
-sending the line it runs finds filtered by the service's attributes until
-the name is listed while its connection is still open (accepted), or the
-connection closes (refused; a find of everything then tells a ``duplicate
-service name`` from a registry that went away). Registrations confirmed at
-the same time share those finds (:class:`~.shared.SharedListing`).
+the server closing the connection. So :meth:`TCP.open_new` confirms, and
+confirms only an entry that is *this connection's*: a listing that shows
+the name proves nothing by itself, since an older entry of the same name
+(a previous connection's, not yet dropped) looks just the same, and the
+wire has no room for a marker of ours. What does tell is the order of
+things at the registry: it applies a registration line before it answers a
+find that reached it later (registry4.md §9; ``regmgr serve`` guarantees
+it), and refusing that line means closing our connection first. So after
+sending the line, :meth:`TCP.open_new` runs finds until the name is listed
+with exactly our attributes by two finds in a row, the second started
+after the first was answered, and our connection is still open after the
+second: a refusal's FIN was sent before the first answer and has had a
+whole round trip to arrive. A closed connection is a refusal (a find of
+everything then tells a ``duplicate service name`` from a registry that
+went away). Registrations confirmed at the same time share those finds
+(:class:`~.shared.SharedListing`).
+
+The gateway cannot take back a ``persist`` entry that outlived its
+connection (there is no way to reopen it): the registration is refused
+with ``duplicate service name`` until the entry is removed (over Styx by
+its owner, or by a registry restart); a :class:`~regmgr.Service` retries
+with backoff and logs each refusal.
 """
 from __future__ import annotations
 
@@ -17,15 +33,17 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 import gevent.socket
 
-from ..errors import ProtocolError, RegistryError
+from ..errors import ProtocolError, RegistryError, RegmgrError
+from ..limits import check_service
 from ..wire import format_attrs, format_service, parse_services, service_name_error
+from .liveness import PROBE_INTERVAL, PROBE_TIMEOUT, check_probe_options, deadline, keepalive
 from .shared import SharedListing
 
 __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
@@ -33,10 +51,10 @@ __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
 #: Largest find reply accepted, as the Perl client caps it.
 FIND_LIMIT = 1 << 20
 _EVENT_LINE_LIMIT = 1024
+_CONFIRM_FILTER = 1024  # characters of the filter that confirms a registration
 _VERSION = re.compile(rb"\d+")
-# Keepalive probes notice a peer that vanished without a FIN (a dead host or
-# a cut cable) in about 25 s instead of the kernel's default two hours.
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+#: The filter of a probe: it matches no service a client of regmgr registers.
+PROBE_FILTER = {"regmgr.probe": "none"}
 
 
 @contextmanager
@@ -57,13 +75,6 @@ def _address_family(host: str) -> Optional[int]:
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
-def _keepalive(sock: gevent.socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in _KEEPALIVE:
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-
-
 def _peer_closed(sock: gevent.socket.socket) -> bool:
     """Whether the peer has closed ``sock``, without blocking or consuming data."""
     timeout = sock.gettimeout()
@@ -78,13 +89,51 @@ def _peer_closed(sock: gevent.socket.socket) -> bool:
         sock.settimeout(timeout)
 
 
+def _filter_of(attrs: Mapping[str, str]) -> dict[str, str]:
+    """The first pairs of ``attrs`` that fit :data:`_CONFIRM_FILTER` bytes: enough to narrow a find.
+
+    The whole of a large service would be over the gateway's find limit.
+    """
+    chosen: dict[str, str] = {}
+    size = 0
+    for key, value in attrs.items():
+        size += len(key) + len(value) + 2
+        if size > _CONFIRM_FILTER:
+            break
+        chosen[key] = value
+    return chosen
+
+
 class TCPEventStream:
-    """The event port after ``READY``: one version line per coalesced change."""
+    """The event port after ``READY``: one version line per coalesced change.
+
+    After :meth:`start_probes`, a greenlet calls ``probe`` every ``interval``
+    seconds and then sends a newline on the event connection (the gateway
+    ignores what a client sends there, but a registry host that forgot the
+    connection answers with a reset); when either fails, :meth:`wait` raises.
+    """
 
     def __init__(self, sock: gevent.socket.socket, label: str) -> None:
         self._sock = sock
         self._label = label
         self._buffer = b""
+        self._failure: Optional[ConnectionError] = None
+        self._prober: Optional[gevent.Greenlet] = None
+
+    def start_probes(self, probe: Callable[[], None], interval: float) -> None:
+        self._prober = gevent.spawn(self._probe, probe, interval)
+
+    def _probe(self, probe: Callable[[], None], interval: float) -> None:
+        while True:
+            gevent.sleep(interval)
+            try:
+                probe()
+                with _link(self._label):
+                    self._sock.sendall(b"\n")
+            except (ConnectionError, RegmgrError) as err:
+                self._failure = ConnectionError(f"{self._label}: probe failed: {err}")
+                self._sock.close()  # wakes wait()
+                return
 
     def _readline(self) -> bytes:
         while b"\n" not in self._buffer:
@@ -99,12 +148,19 @@ class TCPEventStream:
         return line
 
     def wait(self) -> int:
-        line = self._readline()
+        try:
+            line = self._readline()
+        except ConnectionError:
+            if self._failure is not None:
+                raise self._failure from None
+            raise
         if not _VERSION.fullmatch(line):
             raise ProtocolError(f"{self._label}: bad event line", line)
         return int(line)
 
     def close(self) -> None:
+        if self._prober is not None:
+            self._prober.kill(block=False)
         self._sock.close()
 
 
@@ -120,6 +176,7 @@ class TCPRegistration:
     def update(self, attrs: Mapping[str, str]) -> None:
         if not attrs:
             return  # an empty write is `bad syntax`: it would unregister us
+        check_service(None, attrs)  # the tasks checked; this is the last line of defence
         if self._closed:
             raise ConnectionError(f"{self._label}: registration closed")
         with _link(self._label):
@@ -150,40 +207,64 @@ class TCP:
 
     ``connect_timeout`` bounds connecting, the ``READY`` greeting, each
     read of a find reply and the confirmation of a registration.
+
+    While the event stream is open, a find that matches nothing runs every
+    ``probe_interval`` seconds and must be answered within
+    ``probe_timeout``; every socket also has kernel keepalive with the same
+    two settings (:mod:`.liveness`). So a registry that hangs, or a host or
+    link that goes silent, is noticed within about ``probe_interval +
+    probe_timeout`` seconds (8 s by default): the event stream fails, the
+    manager disconnects and reconnects.
     """
 
     def __init__(
         self,
         host: str,
-        port_new: int = 6701,
-        port_find: int = 6702,
-        port_event: int = 6703,
+        new_port: int = 6701,
+        find_port: int = 6702,
+        event_port: int = 6703,
         *,
         connect_timeout: float = 5.0,
+        probe_interval: float = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError(f"host must be str, not {type(host).__name__}")
+        check_probe_options(probe_interval, probe_timeout)
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
         self.host = host
-        self.port_new = port_new
-        self.port_find = port_find
-        self.port_event = port_event
+        self.new_port = new_port
+        self.find_port = find_port
+        self.event_port = event_port
         self.connect_timeout = connect_timeout
         self._family = _address_family(host)
         self._confirmations = SharedListing()
 
+    def __getstate__(self) -> dict[str, object]:
+        """Only the configuration pickles: a copy shares no finds in flight."""
+        return {"host": self.host, "new_port": self.new_port, "find_port": self.find_port,
+                "event_port": self.event_port, "connect_timeout": self.connect_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        TCP.__init__(self, **state)
+
     def __repr__(self) -> str:
-        return (f"TCP({self.host!r}, port_new={self.port_new}, "
-                f"port_find={self.port_find}, port_event={self.port_event})")
+        return (f"TCP({self.host!r}, new_port={self.new_port}, "
+                f"find_port={self.find_port}, event_port={self.event_port})")
 
     def _connect(self, port: int, label: str) -> gevent.socket.socket:
         with _link(label):
             if self._family is None:
-                return gevent.socket.create_connection((self.host, port),
+                sock = gevent.socket.create_connection((self.host, port),
                                                        timeout=self.connect_timeout)
+                keepalive(sock, self.probe_interval, self.probe_timeout)
+                return sock
             # An address, not a name: skip the resolver, which gevent runs in a
             # thread (half the cost of connecting on loopback).
             sock = gevent.socket.socket(self._family, socket.SOCK_STREAM)
             try:
+                keepalive(sock, self.probe_interval, self.probe_timeout)
                 sock.settimeout(self.connect_timeout)
                 sock.connect((self.host, port))
             except BaseException:
@@ -192,22 +273,28 @@ class TCP:
             return sock
 
     def open_event(self) -> TCPEventStream:
-        label = f"event {self.host}:{self.port_event}"
-        sock = self._connect(self.port_event, label)
+        label = f"event {self.host}:{self.event_port}"
+        sock = self._connect(self.event_port, label)
+        stream = TCPEventStream(sock, label)
         try:
-            stream = TCPEventStream(sock, label)
             greeting = stream._readline()
             if greeting != b"READY":
                 raise ProtocolError(f"{label}: expected READY", greeting)
             sock.settimeout(None)
-            _keepalive(sock)
-            return stream
         except BaseException:
             sock.close()
             raise
+        stream.start_probes(self._probe, self.probe_interval)
+        return stream
+
+    def _probe(self) -> None:
+        """A find that matches nothing, answered within ``probe_timeout`` (or ConnectionError)."""
+        deadline(self.probe_timeout, f"probe {self.host}:{self.find_port}",
+                 lambda: self._find(PROBE_FILTER))
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
         attrs = attrs or {}
+        check_service(None, attrs)
         # The gateway reads the filter up to the first newline, quoted or
         # not: pairs holding one are matched here instead.
         local = {k: v for k, v in attrs.items() if "\n" in k or "\n" in v}
@@ -219,11 +306,11 @@ class TCP:
                 if all(k in have and v in ("*", have[k]) for k, v in local.items())}
 
     def _find(self, attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        label = f"find {self.host}:{self.port_find}"
+        label = f"find {self.host}:{self.find_port}"
         request = (format_attrs(attrs) + "\n").encode("utf-8")
         chunks = []
         size = 0
-        with self._connect(self.port_find, label) as sock, _link(label):
+        with self._connect(self.find_port, label) as sock, _link(label):
             sock.sendall(request)  # one send: the real gateway takes one read as the filter
             while True:
                 data = sock.recv(65536)
@@ -239,15 +326,15 @@ class TCP:
             raise ProtocolError(f"{label}: reply is not UTF-8", err.object[:200]) from err
 
     def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> TCPRegistration:
+        attrs = dict(attrs or {})
+        check_service(name, attrs, name_rules=False)  # the tasks checked; the last line of defence
         error = service_name_error(name)
         if error is not None:
             raise RegistryError(error)  # what the registry would say, without the round trip
-        attrs = dict(attrs or {})
-        label = f"new {self.host}:{self.port_new} {name!r}"
-        sock = self._connect(self.port_new, label)
+        label = f"new {self.host}:{self.new_port} {name!r}"
+        sock = self._connect(self.new_port, label)
         registration = TCPRegistration(sock, name, label)
         try:
-            _keepalive(sock)
             with _link(label):
                 sock.sendall(format_service(name, attrs).encode("utf-8"))
             sock.settimeout(None)
@@ -258,18 +345,23 @@ class TCP:
             raise
 
     def _confirm(self, registration: TCPRegistration, attrs: Mapping[str, str]) -> None:
-        """Return once the registry lists the service; raise if it refused it."""
-        deadline = time.monotonic() + self.connect_timeout
+        """Return once the registry lists *our* entry; raise if it refused it (module doc)."""
+        deadline_at = time.monotonic() + self.connect_timeout
         pause = 0.005
+        in_a_row = 0  # finds that listed the name with our attributes, our connection open
         while True:
-            listed = registration.name in self._confirmations(self.find, attrs)
+            listing = self._confirmations(self.find, _filter_of(attrs))
             if registration.peer_closed:
                 if registration.name in self._confirmations(self.find, {}):
                     raise RegistryError("duplicate service name")
                 raise ConnectionError(f"{registration._label}: closed by the registry")
-            if listed:
-                return
-            if time.monotonic() > deadline:
+            if listing.get(registration.name) == attrs:
+                in_a_row += 1
+                if in_a_row == 2:
+                    return
+                continue  # the next find starts after this one was answered
+            in_a_row = 0
+            if time.monotonic() > deadline_at:
                 raise ConnectionError(f"{registration._label}: not listed after "
                                       f"{self.connect_timeout} s")
             gevent.sleep(pause)

@@ -132,8 +132,9 @@ class GunicornHooks:
     In a gunicorn config file: ``when_ready = hooks.when_ready`` and
     ``on_exit = hooks.on_exit``. Registers one service per TCP listener
     (``--bind``), named by :func:`dial_address`, or the single ``name``
-    given. ``connection`` is handed to the keeper process by pickling, so
-    it must pickle (``TCP`` does).
+    given. ``connection`` is handed to the keeper process by pickling
+    (``TCP`` and ``Styx`` pickle their configuration), so one that cannot
+    be pickled is refused here, in the config file, with ``TypeError``.
     """
 
     def __init__(
@@ -143,6 +144,11 @@ class GunicornHooks:
         *,
         name: Optional[str] = None,
     ) -> None:
+        try:
+            pickle.dumps(connection)
+        except Exception as err:
+            raise TypeError(f"GunicornHooks hands the connection to its keeper process by "
+                            f"pickling, and {connection!r} cannot be pickled: {err}") from err
         self.connection = connection
         self.attrs = normalize_attrs(attrs)
         self.name = None if name is None else _check_name(name)

@@ -107,5 +107,5 @@ def load_db(registry: Registry, path: Union[str, os.PathLike]) -> int:
         if registry.add_static(names[0], attrs):
             count += 1
         else:
-            log.warning("%s: service %r refused (bad or duplicate name), skipped", filename, names[0])
+            log.warning("%s: service %r refused (bad or duplicate name, or over a limit), skipped", filename, names[0])
     return count

@@ -9,7 +9,9 @@ import logging
 import os
 from typing import Optional, TypeVar, Union
 
+from ..limits import DEFAULT_LIMITS, Limits
 from .db import load_db
+from .listen import DEFAULT_KEEPALIVE
 from .state import Registry
 from .styx import StyxServer
 from .tcp import TCPGateway
@@ -26,6 +28,10 @@ class EmbeddedRegistry:
 
     With ``styx_port`` (0 = ephemeral) it is also served over Styx, the way a
     remote Inferno machine or regmgr's Styx transport reaches a registry.
+    ``limits`` bound every service (both frontends refuse a write over them);
+    a client that vanished is dropped within about ``keepalive`` seconds; a
+    gateway request (naming a service, sending a find's filter) must be
+    complete within ``request_timeout`` seconds.
     """
 
     def __init__(
@@ -37,12 +43,20 @@ class EmbeddedRegistry:
         event_port: int = 6703,
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = None,
+        limits: Limits = DEFAULT_LIMITS,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        request_timeout: float = 5.0,
     ) -> None:
+        if keepalive <= 0 or request_timeout <= 0:
+            raise ValueError("keepalive and request_timeout must be positive seconds")
         self.host = host
         self.dbfile = dbfile
+        self.limits = limits
+        self.keepalive = keepalive
+        self.request_timeout = request_timeout
         self._ports = (new_port, find_port, event_port)
         self._styx_port = styx_port
-        self.registry = Registry()
+        self.registry = Registry(limits)
         self._gateway: Optional[TCPGateway] = None
         self._styx: Optional[StyxServer] = None
 
@@ -71,14 +85,15 @@ class EmbeddedRegistry:
         """Load the database into a fresh registry and listen; OSError if a port is taken."""
         if self._gateway is not None:
             raise RuntimeError("registry already running")
-        self.registry = Registry()
+        self.registry = Registry(self.limits)
         if self.dbfile is not None:
             count = load_db(self.registry, self.dbfile)
             log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
-        gateway = TCPGateway(self.registry, self.host, *self._ports)
+        gateway = TCPGateway(self.registry, self.host, *self._ports, keepalive=self.keepalive,
+                             name_timeout=self.request_timeout, find_timeout=self.request_timeout)
         gateway.start()
         if self._styx_port is not None:
-            styx = StyxServer(self.registry, self.host, self._styx_port)
+            styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive)
             try:
                 styx.start()
             except BaseException:

@@ -5,6 +5,14 @@ This reproduces the semantics of Inferno's ``ndb/registry`` (registry4.md
 Services are indexed by id and by name; only :meth:`Registry.find` and
 :meth:`Registry.index` walk the whole table. The listing order is Inferno's:
 a slot table where a removal moves the last service into the freed slot.
+
+Every write is checked against :class:`~regmgr.limits.Limits` before it
+changes anything (a refused write changes nothing, except that a first
+write with an odd word count still names the service, as in Inferno). So a
+service holds at most ``limits.attrs`` attributes, and an attribute write
+costs one dict operation plus an order update of at most ``limits.attrs``
+steps (Inferno's order quirk reverses a prefix, which no O(1) structure
+does; the limit makes it a constant, 128 by default, done by C slicing).
 """
 from __future__ import annotations
 
@@ -13,7 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import Optional
 
 from ..errors import RegistryError
-from ..wire import format_service, service_name_error, unquote
+from ..limits import DEFAULT_LIMITS, Limits, service_error
+from ..wire import format_service, quote, service_name_error, unquote
 
 __all__ = ["Filter", "Registry", "Service", "Watcher", "parse_filter", "persist_value"]
 
@@ -23,6 +32,11 @@ GONE = "buggy program!"
 Filter = list[tuple[str, str]]
 
 _LEADING_INT = re.compile(r"\s*[+-]?\d+")
+
+
+def _qlen(word: str) -> int:
+    """UTF-8 bytes of ``word`` as a listing writes it (quoted if need be)."""
+    return len(quote(word).encode("utf-8"))
 
 
 def persist_value(text: Optional[str]) -> int:
@@ -44,23 +58,28 @@ def parse_filter(text: str) -> Filter:
 class Service:
     """One entry of the registry: anonymous until its first write names it."""
 
-    __slots__ = ("id", "owner", "name", "attrs", "slot", "vers", "removed", "_line")
+    __slots__ = ("id", "owner", "name", "values", "order", "size", "slot", "vers", "removed",
+                 "_line")
 
     def __init__(self, id: int, owner: str, slot: int) -> None:
         self.id = id
         self.owner = owner
         self.name: Optional[str] = None
-        self.attrs: list[tuple[str, str]] = []
+        self.values: dict[str, str] = {}  # attribute -> value
+        self.order: list[str] = []  # attribute names in listing order
+        self.size = 0  # UTF-8 bytes of ``line``, kept as attributes change
         self.slot = slot
         self.vers = 0
         self.removed = False
         self._line: Optional[str] = None
 
+    @property
+    def attrs(self) -> list[tuple[str, str]]:
+        """``(attribute, value)`` pairs in listing order."""
+        return [(attr, self.values[attr]) for attr in self.order]
+
     def get(self, attr: str) -> Optional[str]:
-        for name, value in self.attrs:
-            if name == attr:
-                return value
-        return None
+        return self.values.get(attr)
 
     def set(self, attr: str, value: str) -> None:
         """Set one attribute with Inferno's ordering.
@@ -69,17 +88,20 @@ class Service:
         reverses the attributes in front of it (``[x y a z]`` -> ``[y x a z]``).
         """
         self._line = None
-        for i, (name, _) in enumerate(self.attrs):
-            if name == attr:
-                self.attrs[: i + 1] = self.attrs[i - 1:: -1] if i else []
-                self.attrs.insert(i, (attr, value))
-                return
-        self.attrs.insert(0, (attr, value))
+        old = self.values.get(attr)
+        if old is not None:
+            i = self.order.index(attr)
+            self.order[:i] = self.order[i - 1::-1] if i else []
+            self.size += _qlen(value) - _qlen(old)
+        else:
+            self.order.insert(0, attr)
+            self.size += 2 + _qlen(attr) + _qlen(value)
+        self.values[attr] = value
 
     def matches(self, pairs: Filter) -> bool:
-        # No dict of the attributes: a find calls this for every service.
+        values = self.values
         for attr, value in pairs:
-            have = self.get(attr)
+            have = values.get(attr)
             if have is None or (value != "*" and have != value):
                 return False
         return True
@@ -89,7 +111,7 @@ class Service:
         """This service in ``index`` format, cached until it changes."""
         if self._line is None:
             assert self.name is not None
-            self._line = format_service(self.name, dict(self.attrs))
+            self._line = format_service(self.name, {a: self.values[a] for a in self.order})
         return self._line
 
     @property
@@ -118,7 +140,8 @@ class Watcher:
 class Registry:
     """All services of one registry and its version counter."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self.version = 0
         self._slots: list[Service] = []
         self._by_id: dict[int, Service] = {}
@@ -163,12 +186,16 @@ class Registry:
         return self._by_id.get(id)
 
     def write(self, svc: Service, text: str) -> None:
-        """Apply one write to a service file (the first write names it)."""
+        """Apply one write to a service file (the first write names it).
+
+        ``RegistryError`` with the registry's text, or the limit's, if refused.
+        """
         if svc.removed:
             raise RegistryError(GONE)
         words = unquote(text)
         if not words:
             raise RegistryError("bad syntax")
+        name = None
         if svc.name is None:
             name = words.pop(0)
             error = service_name_error(name)
@@ -176,23 +203,65 @@ class Registry:
                 error = "duplicate service name"
             if error is not None:
                 raise RegistryError(error)
-            svc.name = name
-            self._by_name[name] = svc
         if len(words) % 2:
+            if name is not None:
+                self._name(svc, name)
             raise RegistryError("odd attribute/value pairs")
-        for attr, value in zip(words[0::2], words[1::2]):
+        pairs = list(zip(words[0::2], words[1::2]))
+        error = self._limit_error(svc, name, pairs)
+        if error is not None:
+            raise RegistryError(error)
+        if name is not None:
+            self._name(svc, name)
+        for attr, value in pairs:
             svc.set(attr, value)
         svc.vers += 1
         self._changed()
 
+    def _name(self, svc: Service, name: str) -> None:
+        svc.name = name
+        svc.size += _qlen(name) + 1
+        self._by_name[name] = svc
+
+    def _limit_error(self, svc: Service, name: Optional[str],
+                     pairs: list[tuple[str, str]]) -> Optional[str]:
+        """Why applying ``pairs`` (and naming the service ``name``) breaks a limit.
+
+        Costs O(size of the write), not of the service: the service's line
+        size and attribute count are kept as it changes.
+        """
+        limits = self.limits
+        if len(pairs) > limits.attrs:  # also bounds the order updates of one write
+            return f"{len(pairs)} attributes, over the limit of {limits.attrs}"
+        error = service_error(name, dict(pairs), limits)  # the name, each word's text and size
+        if error is not None:
+            return error
+        size = svc.size + (_qlen(name) + 1 if name is not None else 0)
+        count = len(svc.values)
+        seen: dict[str, str] = {}
+        for attr, value in pairs:
+            old = seen.get(attr, svc.values.get(attr))
+            if old is None:
+                count += 1
+                size += 2 + _qlen(attr) + _qlen(value)
+            else:
+                size += _qlen(value) - _qlen(old)
+            seen[attr] = value
+        if count > limits.attrs:
+            return f"{count} attributes, over the limit of {limits.attrs}"
+        if size > limits.service_bytes:
+            return f"service line is {size} bytes, over the {limits.service_bytes}-byte limit"
+        return None
+
     def add_static(self, name: str, attrs: Iterable[tuple[str, str]], owner: str = "registry") -> bool:
         """Add a persistent service from the static database; False if refused."""
-        if service_name_error(name) is not None or name in self._by_name:
+        pairs = list(attrs)
+        if (service_name_error(name) is not None or name in self._by_name
+                or service_error(name, dict(pairs), self.limits) is not None):
             return False
         svc = self.create(owner)
-        svc.name = name
-        self._by_name[name] = svc
-        for attr, value in attrs:
+        self._name(svc, name)
+        for attr, value in pairs:
             svc.set(attr, value)
         self.version += 1
         return True

@@ -11,22 +11,28 @@ serves the same three ports from gevent:
 * **event** — ``READY\\n``, then one ``NNNNNNNN\\n`` per coalesced change.
 
 Nothing a client sends can crash the server or stall other clients: sizes
-are capped, the find port times out, and undecodable bytes become U+FFFD as
-Limbo's ``string`` conversion makes them.
+are capped (:mod:`regmgr.limits`, checked by the model on every write, and
+``new_limit`` bytes per message), every request has a deadline as a whole
+(a new connection must name its service within ``name_timeout`` seconds, a
+find must send its filter within ``find_timeout`` and take its reply within
+as long again), an event client that does not read holds at most one
+pending line (the next is computed when the previous one is sent), and
+undecodable bytes become U+FFFD as Limbo's ``string`` conversion makes them.
 """
 from __future__ import annotations
 
 import getpass
 import logging
 import os
+import time
 from typing import Optional
 
 import gevent
 from gevent.event import Event
-from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
 from ..errors import RegistryError
+from .listen import DEFAULT_KEEPALIVE, Listener, peer_text
 from .state import Registry, parse_filter
 
 log = logging.getLogger("regmgr.server")
@@ -34,19 +40,25 @@ log = logging.getLogger("regmgr.server")
 __all__ = ["TCPGateway", "READY"]
 
 READY = b"READY\n"
-#: Connections each port lets wait for accept() (the kernel may cap it:
-#: net.core.somaxconn). After a restart every client re-registers all its
-#: services at once, a connection each: with gevent's default of 128, a
-#: thousand of them overflowed it and the kernel's dropped handshakes were
-#: retried a second later.
-BACKLOG = 1024
 _CHUNK = 65536
+#: Connections that have not made their request, closed per descriptor shortage.
+_SHED = 64
 
 
-def _peer(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
+class _Deadline(Exception):
+    """A request was not complete in time."""
+
+
+def _recv_by(sock: GeventSocket, deadline: float) -> bytes:
+    """One recv that fails with :class:`_Deadline` once ``deadline`` (monotonic) passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Deadline()
+    sock.settimeout(left)
+    try:
+        return sock.recv(_CHUNK)
+    except TimeoutError:  # socket.timeout
+        raise _Deadline() from None
 
 
 class TCPGateway:
@@ -66,7 +78,9 @@ class TCPGateway:
         *,
         new_limit: int = 64 * 1024,
         find_limit: int = 8 * 1024,
-        find_timeout: float = 10.0,
+        find_timeout: float = 5.0,
+        name_timeout: float = 5.0,
+        keepalive: float = DEFAULT_KEEPALIVE,
         owner: Optional[str] = None,
     ) -> None:
         self.registry = registry
@@ -74,13 +88,17 @@ class TCPGateway:
         self.new_limit = new_limit
         self.find_limit = find_limit
         self.find_timeout = find_timeout
+        self.name_timeout = name_timeout
         self.owner = owner if owner is not None else getpass.getuser()
         self._servers = {
-            "new": StreamServer((host, new_port), self._serve_new, backlog=BACKLOG),
-            "find": StreamServer((host, find_port), self._serve_find, backlog=BACKLOG),
-            "event": StreamServer((host, event_port), self._serve_event, backlog=BACKLOG),
+            port: Listener((host, number), handler, name=port, keepalive=keepalive, shed=self._shed)
+            for port, number, handler in (("new", new_port, self._serve_new),
+                                          ("find", find_port, self._serve_find),
+                                          ("event", event_port, self._serve_event))
         }
         self._clients: set[GeventSocket] = set()
+        # Connections that hold a descriptor but have not made their request, oldest first.
+        self._waiting: dict[GeventSocket, None] = {}
 
     @property
     def new_port(self) -> int:
@@ -121,16 +139,28 @@ class TCPGateway:
         for server in self._servers.values():
             server.stop(timeout=1)
 
+    def _shed(self) -> None:
+        """Out of descriptors: close the oldest connections still waiting for a request."""
+        for sock in list(self._waiting)[:_SHED]:
+            self._waiting.pop(sock, None)
+            sock.close()
+
     # -- new -----------------------------------------------------------------
 
     def _serve_new(self, sock: GeventSocket, address: object) -> None:
-        peer = _peer(address)
+        peer = peer_text(address)
         svc = self.registry.create(self.owner)
         self._clients.add(sock)
+        self._waiting[sock] = None
+        deadline = time.monotonic() + self.name_timeout
         buffer = b""
         try:
             while True:
-                data = sock.recv(_CHUNK)
+                if svc.name is None:
+                    data = _recv_by(sock, deadline)
+                else:
+                    sock.settimeout(None)
+                    data = sock.recv(_CHUNK)
                 if data:
                     buffer += data
                     end = buffer.rfind(b"\n") + 1
@@ -149,13 +179,17 @@ class TCPGateway:
                     except RegistryError as err:
                         log.info("new %s: %s, closing", peer, err)
                         break
-                    if not named:
+                    if not named and svc.name is not None:
+                        self._waiting.pop(sock, None)
                         log.info("new %s: registered %r", peer, svc.name)
                 if not data:
                     break
+        except _Deadline:
+            log.info("new %s: no service named within %g s, closing", peer, self.name_timeout)
         except OSError as err:
             log.debug("new %s: %s", peer, err)
         finally:
+            self._waiting.pop(sock, None)
             self._clients.discard(sock)
             sock.close()
             name = svc.name
@@ -167,17 +201,19 @@ class TCPGateway:
     # -- find ----------------------------------------------------------------
 
     def _serve_find(self, sock: GeventSocket, address: object) -> None:
-        peer = _peer(address)
+        peer = peer_text(address)
         self._clients.add(sock)
-        sock.settimeout(self.find_timeout)
+        self._waiting[sock] = None
+        deadline = time.monotonic() + self.find_timeout
         buffer = b""
         try:
             # Read up to the first newline or EOF, but never past the limit.
             while b"\n" not in buffer and len(buffer) <= self.find_limit:
-                data = sock.recv(_CHUNK)
+                data = _recv_by(sock, deadline)
                 if not data:
                     break
                 buffer += data
+            self._waiting.pop(sock, None)
             buffer = buffer[:buffer.find(b"\n") + 1 or len(buffer)]
             if len(buffer) > self.find_limit:
                 log.warning("find %s: filter over %d bytes, closing", peer, self.find_limit)
@@ -187,17 +223,22 @@ class TCPGateway:
             except RegistryError as err:
                 log.info("find %s: %s, closing", peer, err)
                 return
-            sock.sendall(self.registry.find(pairs).encode("utf-8"))
+            reply = self.registry.find(pairs).encode("utf-8")
+            sock.settimeout(self.find_timeout)  # the whole reply: sendall's timeout is overall
+            sock.sendall(reply)
+        except _Deadline:
+            log.info("find %s: no filter within %g s, closing", peer, self.find_timeout)
         except OSError as err:  # includes socket.timeout
             log.info("find %s: %s, closing", peer, err or type(err).__name__)
         finally:
+            self._waiting.pop(sock, None)
             self._clients.discard(sock)
             sock.close()
 
     # -- event ---------------------------------------------------------------
 
     def _serve_event(self, sock: GeventSocket, address: object) -> None:
-        peer = _peer(address)
+        peer = peer_text(address)
         watcher = self.registry.watch()
         changed = Event()
         gone = Event()

@@ -1,26 +1,23 @@
 """Monitor: keep a view of the matching services and report every change."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-import gevent
 from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Services
-from ..errors import RegmgrError
+from ..retry import retry_loop
+from ..limits import check_service
 from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase, safe_call
 
 __all__ = ["Monitor"]
 
-log = logging.getLogger("regmgr")
-
 Callback = Optional[Callable[[str, dict[str, str]], Any]]
-StateCallback = Optional[Callable[[bool], Any]]
+StaleCallback = Optional[Callable[[bool], Any]]
 
 
 class Monitor(TaskBase):
@@ -46,26 +43,28 @@ class Monitor(TaskBase):
     other deletions are reported at once.
 
     :attr:`stale` is true from a disconnection until the first find after
-    the reconnect has been applied; ``on_state(stale)`` hears each change.
+    the reconnect has been applied; ``on_stale(stale)`` hears each change
+    (``True``: the view may be out of date). The callbacks are keyword-only.
     """
 
     def __init__(
         self,
         attrs: Optional[Mapping[str, AttrValue]] = None,
+        *,
         on_add: Callback = None,
         on_del: Callback = None,
         on_mod: Callback = None,
-        *,
+        on_stale: StaleCallback = None,
         settle: float = 2.0,
-        on_state: StateCallback = None,
     ) -> None:
         super().__init__()
-        self.attrs = normalize_attrs(attrs)
+        self._attrs = normalize_attrs(attrs)
+        check_service(None, self._attrs)
         self.on_add = on_add
         self.on_del = on_del
         self.on_mod = on_mod
+        self.on_stale = on_stale
         self.settle = settle
-        self.on_state = on_state
         self._services: Services = {}
         self._wanted = Event()  # a find is pending
         self._delivering = False
@@ -75,7 +74,12 @@ class Monitor(TaskBase):
         self._missing: set[str] = set()  # in the view, not listed by the last find
 
     def __repr__(self) -> str:
-        return f"Monitor({self.attrs!r})"
+        return f"Monitor({self._attrs!r})"
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        """The filter this monitor watches (a copy: it is fixed at construction)."""
+        return dict(self._attrs)
 
     @property
     def services(self) -> Services:
@@ -106,20 +110,19 @@ class Monitor(TaskBase):
         self._set_stale(True)
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
-        delays = backoff.delays()
-        while self._current():
-            # When the settle period ends, a find decides the held deletions.
-            self._wanted.wait(self._settle_left() if self._unconfirmed else None)
-            self._wanted.clear()
-            try:
-                found = connection.find(self.attrs)
-            except (ConnectionError, RegmgrError) as err:
-                log.warning("monitor %r: %s", self.attrs, err)
-                self._wanted.set()
-                gevent.sleep(next(delays))
-                continue
-            delays = backoff.delays()
-            self._apply(found)
+        retry_loop(self, backoff, lambda: self._update(connection), _nothing,
+                   running=self._current)
+
+    def _update(self, connection: Connection) -> None:
+        """Wait until a find is wanted, run it and apply it; on failure want another."""
+        # When the settle period ends, a find decides the held deletions.
+        self._wanted.wait(self._settle_left() if self._unconfirmed else None)
+        self._wanted.clear()
+        try:
+            self._apply(connection.find(self._attrs))
+        except Exception:
+            self._wanted.set()  # after the retry loop's backoff delay
+            raise
 
     def _settle_left(self) -> float:
         return max(0.0, self._settle_until - time.monotonic())
@@ -162,4 +165,8 @@ class Monitor(TaskBase):
     def _set_stale(self, stale: bool) -> None:
         if stale != self._stale:
             self._stale = stale
-            safe_call(f"monitor on_state {self.on_state!r}", self.on_state, stale)
+            safe_call(f"monitor on_stale {self.on_stale!r}", self.on_stale, stale)
+
+
+def _nothing(_: None) -> None:
+    """Nothing to hold between two finds: each attempt is a whole find."""

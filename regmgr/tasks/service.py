@@ -11,8 +11,10 @@ from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Registration
-from ..errors import RegistryError, RegmgrError
-from ..wire import AttrValue, normalize_attrs, service_name_error
+from ..errors import TRANSIENT_ERRORS, RegistryError
+from ..retry import retry_loop
+from ..limits import check_service
+from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase
 
 __all__ = ["Service"]
@@ -29,18 +31,18 @@ class Service(TaskBase):
     """Register ``name`` with ``attrs`` while the manager is connected.
 
     A lost or refused registration is retried with backoff, and always
-    carries every :meth:`update` made so far.
+    carries every :meth:`update` made so far. The name and attributes are
+    checked against :mod:`regmgr.limits` here and in :meth:`update`
+    (``ValueError``), so the registry never sees what it would refuse.
     """
 
     def __init__(self, name: str, attrs: Optional[Mapping[str, AttrValue]] = None) -> None:
         super().__init__()
         if not isinstance(name, str):
             raise TypeError(f"service name must be str, not {type(name).__name__}")
-        error = service_name_error(name)
-        if error is not None:
-            raise ValueError(f"{error}: {name!r}")
-        self.name = name
         self._attrs = normalize_attrs(attrs)
+        check_service(name, self._attrs)
+        self.name = name
         self._registration: Optional[Registration] = None
         self._checks: Optional[_Checks] = None  # while registered
         self._dropped = Event()  # set by the checks: the registry no longer lists us
@@ -59,16 +61,21 @@ class Service(TaskBase):
         return self._registration is not None
 
     def update(self, attrs: Mapping[str, AttrValue]) -> None:
-        """Merge ``attrs`` into the service and send what changed, if registered."""
+        """Merge ``attrs`` into the service and send what changed, if registered.
+
+        ``ValueError`` if the merged service would break a limit: then
+        nothing changes, here or in the registry.
+        """
         changed = {k: v for k, v in normalize_attrs(attrs).items() if self._attrs.get(k) != v}
         if not changed:
             return
+        check_service(self.name, {**self._attrs, **changed})
         self._attrs.update(changed)
         registration = self._registration
         if registration is not None:
             try:
                 registration.update(changed)
-            except ConnectionError as err:  # the keeper sees the loss and re-registers
+            except TRANSIENT_ERRORS as err:  # the keeper sees the loss and re-registers
                 log.info("service %r: update not sent: %s", self.name, err)
 
     def refresh(self) -> None:
@@ -83,24 +90,9 @@ class Service(TaskBase):
             registration.close()
 
     def _run(self, connection: Connection, backoff: Backoff) -> None:
-        delays = backoff.delays()
-        while self._current():
-            try:
-                registration = self._register(connection)
-            except (ConnectionError, RegmgrError) as err:
-                log.warning("service %r: not registered: %s", self.name, err)
-            else:
-                delays = backoff.delays()
-                try:
-                    self._watch(connection, registration)
-                except (ConnectionError, RegmgrError) as err:
-                    log.warning("service %r: registration lost: %s", self.name, err)
-                finally:
-                    if self._registration is registration:
-                        self._registration = None
-                    registration.close()
-            if self._current():
-                gevent.sleep(next(delays))
+        retry_loop(self, backoff, lambda: self._register(connection),
+                   lambda registration: self._watch(connection, registration),
+                   running=self._current)
 
     def _register(self, connection: Connection) -> Registration:
         sent = dict(self._attrs)
@@ -117,7 +109,7 @@ class Service(TaskBase):
         return registration
 
     def _watch(self, connection: Connection, registration: Registration) -> None:
-        """Return or raise when the registration is lost (or closed by stop())."""
+        """Return or raise when the registration is lost (or closed by stop()); close it."""
         waiter = gevent.spawn(_outcome, registration)
         checks = self._checks = _checks.setdefault(connection, _Checks())
         checks.watch(self, registration, connection)
@@ -131,6 +123,9 @@ class Service(TaskBase):
             checks.unwatch(self)
             self._checks = None
             waiter.kill(block=False)
+            if self._registration is registration:
+                self._registration = None
+            registration.close()
 
 
 class _Checks:
@@ -166,8 +161,10 @@ class _Checks:
             watched = list(self._watched.items())
             try:
                 missing = _missing(connection, watched)
-            except (ConnectionError, RegmgrError) as err:
+            except TRANSIENT_ERRORS as err:
                 log.info("cannot check %d registrations: %s", len(watched), err)
+            except Exception:
+                log.exception("cannot check %d registrations", len(watched))
             else:
                 for service, registration in missing:
                     if self._watched.get(service) is registration:  # not re-registered since
@@ -205,6 +202,6 @@ def _outcome(registration: Registration) -> Optional[Exception]:
     """Wait on ``registration``; return why it ended (a greenlet that raised would be printed)."""
     try:
         registration.wait()
-    except (ConnectionError, RegmgrError) as err:
+    except Exception as err:  # expected or not, it ends the registration
         return err
     return None

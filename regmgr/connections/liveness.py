@@ -1,0 +1,70 @@
+"""How a client notices a registry that died, hung or vanished from the network.
+
+Two mechanisms, one bound. With ``probe_interval`` *i* and
+``probe_timeout`` *t* (options of :class:`~regmgr.connections.TCP` and
+:class:`~regmgr.connections.Styx`), a registry that stops answering is
+noticed within about *i* + *t* seconds (8 s by default):
+
+* :func:`keepalive` sets, on every client socket, kernel keepalive probes
+  every *i* seconds of silence and a ``TCP_USER_TIMEOUT`` of *t*: a peer
+  that vanished without a FIN (a partition, a host that went away) kills
+  the socket, even one the gateway never writes to (a registration);
+* an application-level probe every *i* seconds must be answered within *t*
+  (TCP: a find on the find port; Styx: a Tstat of the root on the session):
+  only that notices a registry process that hangs while its kernel keeps
+  acknowledging (SIGSTOP, a deadlock). A failed probe ends the event stream
+  (and, over Styx, the whole session), so the manager disconnects, its
+  tasks stop, monitors go stale, and everything is restored on reconnect.
+"""
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Callable
+
+import gevent
+
+__all__ = ["keepalive", "check_probe_options", "deadline", "PROBE_INTERVAL", "PROBE_TIMEOUT"]
+
+#: Default seconds between two probes of an idle registry.
+PROBE_INTERVAL = 3.0
+#: Default seconds a probe may wait for its answer.
+PROBE_TIMEOUT = 5.0
+
+
+def check_probe_options(interval: float, timeout: float) -> None:
+    """Refuse probe settings that cannot work, before any I/O."""
+    if not interval > 0 or not timeout > 0:
+        raise ValueError(f"probe_interval and probe_timeout must be > 0, "
+                         f"not {interval!r} and {timeout!r}")
+
+
+def keepalive(sock: socket.socket, interval: float, timeout: float) -> None:
+    """Make the kernel drop ``sock`` if its peer is silent for about ``interval + timeout`` s.
+
+    Keepalive probes start after ``interval`` idle seconds and repeat every
+    ``interval`` seconds until ``timeout`` passed; data (or a probe) left
+    unacknowledged for ``timeout`` seconds also ends the connection
+    (``TCP_USER_TIMEOUT``, Linux). Options the platform lacks are skipped.
+    """
+    seconds = max(1, math.ceil(interval))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", seconds), ("TCP_KEEPINTVL", seconds),
+                          ("TCP_KEEPCNT", max(1, math.ceil(timeout / seconds))),
+                          ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000)))):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def deadline(seconds: float, what: str, call: Callable[[], object]) -> None:
+    """Run ``call()``; ``ConnectionError`` if it takes more than ``seconds``."""
+    timer = gevent.Timeout(seconds)
+    timer.start()
+    try:
+        call()
+    except gevent.Timeout as err:
+        if err is not timer:
+            raise
+        raise ConnectionError(f"{what}: no answer in {seconds} s") from None
+    finally:
+        timer.close()

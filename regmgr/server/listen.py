@@ -1,0 +1,142 @@
+"""What every listening port of the server does alike: accept, probe, survive EMFILE.
+
+* Every accepted socket gets TCP keepalive and ``TCP_USER_TIMEOUT`` tuned
+  so that a client that vanished without a FIN (a partition, a host that
+  rebooted) is noticed within ``keepalive`` seconds and its connection,
+  with its registrations, torn down (registry4.md §9: nothing is ever
+  written to a ``new`` connection, so only the kernel's probes can tell).
+* Running out of descriptors on ``accept`` logs one warning (not a
+  traceback per attempt), lets the owner shed connections that hold a
+  descriptor without having sent their request yet, and retries shortly,
+  while established clients are served as before.
+* :func:`raise_nofile_limit` lifts the soft descriptor limit to the hard one.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Optional
+
+import gevent
+from gevent.server import StreamServer
+from gevent.socket import socket as GeventSocket
+
+log = logging.getLogger("regmgr.server")
+
+__all__ = ["DEFAULT_KEEPALIVE", "Listener", "peer_text", "raise_nofile_limit", "set_keepalive"]
+
+#: Seconds within which a silent dead peer is noticed, by default.
+DEFAULT_KEEPALIVE = 25.0
+#: Connections each port lets wait for accept() (the kernel may cap it:
+#: net.core.somaxconn). After a restart every client re-registers all its
+#: services at once, a connection each: with gevent's default of 128, a
+#: thousand of them overflowed it and the kernel's dropped handshakes were
+#: retried a second later.
+BACKLOG = 1024
+#: Pause before accepting again after running out of descriptors.
+_EMFILE_RETRY = 0.05
+_PROBES = 3
+
+
+def peer_text(address: object) -> str:
+    """``host:port`` of a peer address, for log lines."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def set_keepalive(sock: socket.socket, seconds: float) -> None:
+    """Make the kernel give up on a silent peer after about ``seconds``.
+
+    Idle for 40% of it, then three probes spread over the rest; and
+    ``TCP_USER_TIMEOUT`` for data that stays unacknowledged as long (a
+    peer that vanished while a reply was in flight).
+    """
+    idle = max(1, int(seconds * 0.4))
+    interval = max(1, int((seconds - idle) / _PROBES))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                          ("TCP_KEEPCNT", _PROBES), ("TCP_USER_TIMEOUT", int(seconds * 1000))):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def raise_nofile_limit() -> Optional[int]:
+    """Raise the soft descriptor limit to the hard one; the new soft limit (None: unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, err)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+class _Exhaustion:
+    """Process-wide: whether we already said that descriptors ran out."""
+
+    reported = False
+
+
+class Listener(StreamServer):
+    """A StreamServer that sets keepalive on each connection and survives EMFILE.
+
+    ``shed`` is called when accept runs out of descriptors: it should close
+    some connections that have not made their request yet.
+    """
+
+    def __init__(self, address: tuple[str, int], handle: Callable[[GeventSocket, Any], None], *,
+                 name: str, keepalive: float = DEFAULT_KEEPALIVE,
+                 nodelay: bool = False, shed: Optional[Callable[[], None]] = None) -> None:
+        super().__init__(address, self._accepted, backlog=BACKLOG)
+        self.name = name
+        self.keepalive = keepalive
+        self.nodelay = nodelay
+        self._handle_connection = handle
+        self._shed = shed
+
+    def do_read(self) -> Any:
+        try:
+            result = super().do_read()
+        except OSError as err:
+            if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            self._exhausted(err)
+            return None
+        if result and _Exhaustion.reported:
+            _Exhaustion.reported = False
+            log.info("descriptors available again: accepting connections")
+        return result
+
+    def _exhausted(self, err: OSError) -> None:
+        if not _Exhaustion.reported:
+            _Exhaustion.reported = True
+            log.warning("out of descriptors (%s) on the %s port: new connections wait; "
+                        "clients already connected are served", os.strerror(err.errno or 0), self.name)
+        if self._shed is not None:
+            self._shed()
+        self.stop_accepting()
+        gevent.spawn_later(_EMFILE_RETRY, self._resume)
+
+    def _resume(self) -> None:
+        if self.started:
+            self.start_accepting()
+
+    def _accepted(self, sock: GeventSocket, address: Any) -> None:
+        try:
+            set_keepalive(sock, self.keepalive)
+            if self.nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as err:  # the peer is already gone
+            log.debug("%s %s: %s", self.name, peer_text(address), err)
+            sock.close()
+            return
+        self._handle_connection(sock, address)

@@ -1,0 +1,108 @@
+"""No task dies silently (issue 11 item 5): a transport call that raises an
+unexpected exception is logged with the task's name, and the task starts again.
+
+The connections are real ones on a real registry; one method of one object
+is wrapped so that its first call raises, as a bug in a transport would.
+"""
+import pytest
+
+from regmgr import Backoff, Lookup, Monitor, RegMgr, Service, Styx
+from serverutil import eventually
+
+FAST = Backoff(initial=0.01, maximum=0.1)
+
+
+def fail_once(obj, method, error):
+    """Make the next call of ``obj.method`` raise ``error``; later calls are the real ones."""
+    real = getattr(obj, method)
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise error
+        return real(*args, **kwargs)
+
+    setattr(obj, method, wrapped)
+    return calls
+
+
+def logged(caplog, error, who):
+    """The regmgr log records of ``error`` (with its traceback) that name ``who``."""
+    return [r for r in caplog.records
+            if r.name == "regmgr" and r.exc_info and r.exc_info[1] is error
+            and who in r.getMessage()]
+
+
+@pytest.fixture
+def bug():
+    return UnicodeEncodeError("utf-8", "\udc80", 0, 1, "injected bug")
+
+
+def test_service_survives_a_failing_open_new(manager_factory, registry_server, caplog, bug):
+    mgr = manager_factory(registry_server, backoff=FAST)
+    calls = fail_once(mgr.connection, "open_new", bug)
+    svc = mgr.attach(Service("svc", {"a": "1"}))
+    eventually(lambda: svc.registered)
+    assert registry_server.index() == {"svc": {"a": "1"}}
+    assert len(calls) == 2
+    assert logged(caplog, bug, "Service('svc', {'a': '1'})")
+
+
+def test_service_survives_a_failing_registration(manager_factory, registry_server, caplog):
+    """A registration whose wait() raises a TypeError: the service registers again."""
+    mgr = manager_factory(registry_server, backoff=FAST)
+    bug = TypeError("injected bug in wait")
+    real_open_new = mgr.connection.open_new
+    opened = []
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        if not opened:
+            fail_once(registration, "wait", bug)
+        opened.append(registration)
+        return registration
+
+    mgr.connection.open_new = open_new
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: len(opened) == 2 and svc.registered)
+    assert registry_server.index() == {"svc": {}}
+    assert logged(caplog, bug, "Service('svc', {})")
+
+
+def test_monitor_and_lookup_survive_a_failing_find(manager_factory, registry_server, caplog, bug):
+    mgr = manager_factory(registry_server, backoff=FAST)
+    owner = manager_factory(registry_server)
+    owner.attach(Service("svc", {"a": "1"}))
+    eventually(lambda: registry_server.index() == {"svc": {"a": "1"}})
+    added = []
+    fail_once(mgr.connection, "find", bug)
+    monitor = mgr.attach(Monitor({"a": "1"}, on_add=lambda name, attrs: added.append(name)))
+    eventually(lambda: added == ["svc"] and not monitor.stale)
+    assert logged(caplog, bug, "Monitor({'a': '1'})")
+
+    other = TypeError("injected bug in find")
+    fail_once(mgr.connection, "find", other)
+    assert mgr.attach(Lookup({"a": "1"})).wait(10) == {"svc": {"a": "1"}}
+    assert logged(caplog, other, "Lookup({'a': '1'})")
+
+
+def test_supervisor_survives_a_failing_open_event(manager_factory, registry_server, caplog, bug):
+    connection = manager_factory(registry_server).connection  # a real one, of either transport
+    fail_once(connection, "open_event", bug)
+    with RegMgr(connection, backoff=FAST) as mgr:
+        assert mgr.wait_connected(10)
+        assert logged(caplog, bug, f"registry {connection!r}")
+
+
+def test_styx_write_limit_met_in_a_task_is_logged_and_retried(registry_server, caplog):
+    """msize 256 cannot carry a 300-byte value: the Service says so, and registers once updated."""
+    with RegMgr(Styx(registry_server.host, registry_server.styx_port, msize=256),
+                backoff=FAST) as mgr:
+        svc = mgr.attach(Service("svc", {"big": "x" * 300}))
+        eventually(lambda: any("write limit" in str(r.exc_info[1])
+                               for r in caplog.records if r.exc_info))
+        assert not svc.registered and registry_server.index() == {}
+        svc.update({"big": "small"})
+        eventually(lambda: svc.registered)
+        assert registry_server.index() == {"svc": {"big": "small"}}
