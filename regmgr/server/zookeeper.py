@@ -99,7 +99,8 @@ def _decode(data: bytes) -> tuple[str, str, list[tuple[str, str]]]:
 def _apply(attrs: list[tuple[str, str]], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``attrs`` after a write of ``pairs``, in Inferno's order."""
     scratch = Service(0, "", 0)
-    scratch.attrs = list(attrs)
+    for attr, value in reversed(attrs):  # each new attribute goes in front
+        scratch.set(attr, value)
     for attr, value in pairs:
         scratch.set(attr, value)
     return scratch.attrs
