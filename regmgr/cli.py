@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.host, new_port=args.new_port, find_port=args.find_port,
             event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
             limits=limits, keepalive=args.keepalive, request_timeout=args.request_timeout,
+            store=args.store, session_timeout=args.session_timeout,
         )
     except ValueError as err:
         print(f"regmgr serve: {err}", file=sys.stderr)
@@ -265,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="event port (default %(default)s; 0 picks one)")
     serve.add_argument("--styx-port", type=int, metavar="PORT",
                        help="also serve over Styx on PORT (Inferno's is 6675; 0 picks one)")
+    serve.add_argument("--store", metavar="URL",
+                       help="where the registry lives: memory: (default, this process) or "
+                            "zookeeper://HOST:PORT[,HOST:PORT...][/ROOT] (one registry over "
+                            "several frontends; needs regmgr[zookeeper])")
+    serve.add_argument("--session-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="ZooKeeper session timeout: how long the registrations of a "
+                            "frontend that died stay listed (default %(default)s)")
     serve.add_argument("-f", dest="dbfile", metavar="DBFILE",
                        help="attrdb file of persistent services to load at start")
     limits = Limits()

@@ -75,9 +75,12 @@ class RegistryServer(EmbeddedRegistry):
         event_port: int = 0,
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = 0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
     ) -> None:
         super().__init__(host, new_port=new_port, find_port=find_port,
-                         event_port=event_port, dbfile=dbfile, styx_port=styx_port)
+                         event_port=event_port, dbfile=dbfile, styx_port=styx_port,
+                         store=store, session_timeout=session_timeout)
 
     def index(self) -> dict[str, dict[str, str]]:
         """Every registered service, straight from the model."""
@@ -100,8 +103,12 @@ class RegistryProcess:
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = 0,
         startup_timeout: float = 15.0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
     ) -> None:
         self.host = host
+        self.store = store
+        self.session_timeout = session_timeout
         self.new_port = new_port
         self.find_port = find_port
         self.event_port = event_port
@@ -131,6 +138,8 @@ class RegistryProcess:
             cmd += ["-f", os.fspath(self.dbfile)]
         if self.styx_port is not None:
             cmd += ["--styx-port", str(self.styx_port)]
+        if self.store is not None:
+            cmd += ["--store", self.store, "--session-timeout", str(self.session_timeout)]
         return cmd
 
     def start(self) -> None:

@@ -1,4 +1,4 @@
-"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`Registry`.
+"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`~.store.Store`.
 
 Inferno reaches its registry through three ``listen`` pipelines; this module
 serves the same three ports from gevent:
@@ -33,7 +33,8 @@ from gevent.socket import socket as GeventSocket
 
 from ..errors import RegistryError
 from .listen import DEFAULT_KEEPALIVE, Listener, peer_text
-from .state import Registry, parse_filter
+from .state import parse_filter
+from .store import Store
 
 log = logging.getLogger("regmgr.server")
 
@@ -70,7 +71,7 @@ class TCPGateway:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Store,
         host: str = "127.0.0.1",
         new_port: int = 6701,
         find_port: int = 6702,
