@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import sys
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import gevent
 import gevent.event
@@ -105,10 +105,15 @@ class RegistryProcess:
         startup_timeout: float = 15.0,
         store: Optional[str] = None,
         session_timeout: float = 5.0,
+        args: Sequence[str] = (),
+        nofile: Optional[int] = None,
     ) -> None:
+        """``args`` are more ``regmgr serve`` options; ``nofile`` caps the child's descriptors."""
         self.host = host
         self.store = store
         self.session_timeout = session_timeout
+        self.args = list(args)
+        self.nofile = nofile
         self.new_port = new_port
         self.find_port = find_port
         self.event_port = event_port
@@ -140,7 +145,13 @@ class RegistryProcess:
             cmd += ["--styx-port", str(self.styx_port)]
         if self.store is not None:
             cmd += ["--store", self.store, "--session-timeout", str(self.session_timeout)]
-        return cmd
+        return cmd + self.args
+
+    def _limit_descriptors(self) -> None:
+        """In the child before exec: soft and hard descriptor limit ``nofile``."""
+        import resource
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self) -> None:
         """Start the child and wait until its ports accept connections."""
@@ -148,7 +159,8 @@ class RegistryProcess:
             raise RuntimeError("registry process already running")
         self._log.clear()
         proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=None if self.nofile is None else self._limit_descriptors)
         self.proc = proc
         ready = gevent.event.AsyncResult()
         self._drainer = gevent.spawn(self._drain, proc, ready)

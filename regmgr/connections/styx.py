@@ -255,9 +255,8 @@ class StyxFinder:
         self._idle: OrderedDict[tuple[Filter, int], tuple[int, int]] = OrderedDict()
         self._serial = 0  # tells apart idle fids of one filter
 
-    def find(self, styx: Styx, session: Session,
-             attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        """The services matching ``attrs``, read through a kept or a new fid."""
+    def find_text(self, styx: Styx, session: Session, attrs: Mapping[str, str]) -> str:
+        """The listing of the services matching ``attrs``, read through a kept or a new fid."""
         if session is not self._session:
             self._session = session
             self._idle.clear()  # their session is gone, and its fids with it
@@ -270,7 +269,7 @@ class StyxFinder:
             raise
         self._put(session, key, fid, iounit)
         try:
-            return parse_services(text.decode("utf-8"))
+            return text.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ProtocolError(f"{session.label}: listing is not UTF-8",
                                 err.object[:200]) from err
@@ -516,10 +515,14 @@ class Styx:
         return fid, limit
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
+        return parse_services(self.find_text(attrs))
+
+    def find_text(self, attrs: Optional[Mapping[str, str]] = None) -> str:
+        """:meth:`find`'s listing as the registry sent it (``index`` format)."""
         attrs = dict(attrs or {})
         check_service(None, attrs)
         with self._held() as session:
-            return self._finder.find(self, session, attrs)
+            return self._finder.find_text(self, session, attrs)
 
     @property
     def requests_sent(self) -> int:

@@ -336,13 +336,21 @@ class TCP:
         # not: pairs holding one are matched here instead.
         local = {k: v for k, v in attrs.items() if "\n" in k or "\n" in v}
         remote = {k: v for k, v in attrs.items() if k not in local}
-        found = self._find(remote)
+        found = parse_services(self._find(remote))
         if not local:
             return found
         return {name: have for name, have in found.items()
                 if all(k in have and v in ("*", have[k]) for k, v in local.items())}
 
-    def _find(self, attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    def find_text(self, attrs: Optional[Mapping[str, str]] = None) -> str:
+        """:meth:`find`'s listing as the registry sent it (``index`` format)."""
+        attrs = attrs or {}
+        check_service(None, attrs)
+        if any("\n" in k or "\n" in v for k, v in attrs.items()):  # matched here: re-listed
+            return "".join(format_service(name, have) for name, have in self.find(attrs).items())
+        return self._find(attrs)
+
+    def _find(self, attrs: Mapping[str, str]) -> str:
         label = f"find {self.host}:{self.find_port}"
         request = (format_attrs(attrs) + "\n").encode("utf-8")
         chunks = []
@@ -358,7 +366,7 @@ class TCP:
                     raise ProtocolError(f"{label}: reply over {FIND_LIMIT} bytes")
                 chunks.append(data)
         try:
-            return parse_services(b"".join(chunks).decode("utf-8"))
+            return b"".join(chunks).decode("utf-8")
         except UnicodeDecodeError as err:
             raise ProtocolError(f"{label}: reply is not UTF-8", err.object[:200]) from err
 

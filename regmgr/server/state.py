@@ -67,7 +67,7 @@ class Service:
         self.name: Optional[str] = None
         self.values: dict[str, str] = {}  # attribute -> value
         self.order: list[str] = []  # attribute names in listing order
-        self.size = 0  # UTF-8 bytes of ``line``, kept as attributes change
+        self.size = 0  # UTF-8 bytes of the attributes in ``line``, kept as they change
         self.slot = slot
         self.vers = 0
         self.removed = False
@@ -75,8 +75,19 @@ class Service:
 
     @property
     def attrs(self) -> list[tuple[str, str]]:
-        """``(attribute, value)`` pairs in listing order."""
+        """``(attribute, value)`` pairs in listing order (a copy)."""
         return [(attr, self.values[attr]) for attr in self.order]
+
+    @attrs.setter
+    def attrs(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Replace every attribute: ``pairs`` in listing order (a later duplicate wins)."""
+        self.values = {}
+        self.order = []
+        self.size = 0
+        for attr, value in reversed(list(pairs)):  # set() puts each in front: same order
+            if attr not in self.values:
+                self.set(attr, value)
+        self._line = None
 
     def get(self, attr: str) -> Optional[str]:
         return self.values.get(attr)
@@ -220,7 +231,6 @@ class Registry:
 
     def _name(self, svc: Service, name: str) -> None:
         svc.name = name
-        svc.size += _qlen(name) + 1
         self._by_name[name] = svc
 
     def _limit_error(self, svc: Service, name: Optional[str],
@@ -236,7 +246,8 @@ class Registry:
         error = service_error(name, dict(pairs), limits)  # the name, each word's text and size
         if error is not None:
             return error
-        size = svc.size + (_qlen(name) + 1 if name is not None else 0)
+        named = name if name is not None else svc.name
+        size = svc.size + (_qlen(named) + 1 if named is not None else 0)
         count = len(svc.values)
         seen: dict[str, str] = {}
         for attr, value in pairs:

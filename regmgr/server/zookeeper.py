@@ -258,12 +258,8 @@ class ZooKeeperStore(Registry):
                 have = None
         if have is None:
             have = svc if svc is not None and not svc.removed else self.create(owner)
-        have.values.clear()
-        have.order.clear()
-        have.size = 0
         self._name(have, name)
-        for attr, value in reversed(attrs):  # set() puts each in front: same order
-            have.set(attr, value)
+        have.attrs = attrs  # replaces all, in this order (and drops the cached line)
         have.vers += 1
         self._nodes[name] = node
         self._changed()
