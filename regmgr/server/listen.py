@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import errno
-import os
 import logging
+import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -80,10 +81,15 @@ def raise_nofile_limit() -> Optional[int]:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-class _Exhaustion:
-    """Process-wide: whether we already said that descriptors ran out."""
+#: Seconds between two warnings that descriptors ran out.
+_WARN_EVERY = 300.0
 
-    reported = False
+
+class _Exhaustion:
+    """Process-wide: when we last said that descriptors ran out."""
+
+    warned = -_WARN_EVERY
+    shed = 0  # connections shed since
 
 
 class Listener(StreamServer):
@@ -111,16 +117,16 @@ class Listener(StreamServer):
                 raise
             self._exhausted(err)
             return None
-        if result and _Exhaustion.reported:
-            _Exhaustion.reported = False
-            log.info("descriptors available again: accepting connections")
         return result
 
     def _exhausted(self, err: OSError) -> None:
-        if not _Exhaustion.reported:
-            _Exhaustion.reported = True
-            log.warning("out of descriptors (%s) on the %s port: new connections wait; "
-                        "clients already connected are served", os.strerror(err.errno or 0), self.name)
+        now = time.monotonic()
+        if now - _Exhaustion.warned >= _WARN_EVERY:
+            _Exhaustion.warned = now
+            log.warning("out of descriptors (%s) on the %s port: new connections wait, "
+                        "connections that made no request yet are closed, clients already "
+                        "connected are served (said at most every %g s)",
+                        os.strerror(err.errno or 0), self.name, _WARN_EVERY)
         if self._shed is not None:
             self._shed()
         self.stop_accepting()

@@ -199,7 +199,7 @@ class TCPGateway:
                 if not data:
                     break
         except _Deadline:
-            log.info("new %s: no service named within %g s, closing", peer, self.name_timeout)
+            log.debug("new %s: no service named within %g s, closing", peer, self.name_timeout)
         except OSError as err:
             log.debug("new %s: %s", peer, err)
         finally:
@@ -243,7 +243,7 @@ class TCPGateway:
             sock.settimeout(self.find_timeout)  # the whole reply: sendall's timeout is overall
             sock.sendall(reply)
         except _Deadline:
-            log.info("find %s: no filter within %g s, closing", peer, self.find_timeout)
+            log.debug("find %s: no filter within %g s, closing", peer, self.find_timeout)
         except OSError as err:  # includes socket.timeout
             log.info("find %s: %s, closing", peer, err or type(err).__name__)
         finally:
