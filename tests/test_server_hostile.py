@@ -61,21 +61,23 @@ def test_accepted_sockets_get_keepalive(registry_server):
         gevent.sleep(0.05)
     [server_side] = accepted
     assert server_side.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-    # the default 25 s: idle 10, then 3 probes 5 s apart; unacknowledged data: 25 s
+    # the default 25 s: idle 10, then a probe every second, 15 of them; unacknowledged data: 25 s
     assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
-    assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
-    assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 1
+    assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 15
     assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 25000
     sock.close()
 
 
-@pytest.mark.parametrize("seconds, idle, interval", [(3, 1, 1), (30, 12, 6), (600, 240, 120)])
-def test_keepalive_bound(seconds, idle, interval):
+@pytest.mark.parametrize("seconds, idle, interval, count",
+                         [(2, 1, 1, 1), (3, 1, 1, 2), (30, 12, 1, 18), (600, 240, 2, 127)])
+def test_keepalive_bound(seconds, idle, interval, count):
     with socket.socket() as sock:
         set_keepalive(sock, seconds)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == idle
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == interval
-        assert idle + 3 * interval <= max(seconds, 4)  # whole seconds, at least 1 each
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == count
+        assert idle + interval * count <= seconds
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1000 * seconds
 
 

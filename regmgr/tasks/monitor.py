@@ -37,11 +37,14 @@ class Monitor(TaskBase):
     registry killed while it answers a find can cut the listing short.
 
     A restarted registry comes back empty and its services re-register over
-    the next moments. So after every (re)start, a service the view already
-    held is reported deleted only if no find has listed it by the end of
-    ``settle`` seconds (0: at once); until then it stays in the view, and if
-    it comes back changed that is one ``on_mod``. Additions, changes and
-    other deletions are reported at once.
+    the next moments; after a partition, a registry may still list the
+    owners' old entries and drop them moments later, when it notices their
+    old connections are gone, before the owners register again. So after
+    every (re)start, a service the view already held is reported deleted
+    only if the find at the end of ``settle`` seconds (0: at once) misses
+    it; until then it stays in the view, and if it comes back changed that
+    is one ``on_mod``. Additions, changes and other deletions are reported
+    at once.
 
     :attr:`stale` is true from a disconnection until the first find after
     the reconnect has been applied; ``on_stale(stale)`` hears each change
@@ -75,7 +78,7 @@ class Monitor(TaskBase):
         self._delivering = False
         self._stale = True
         self._settle_until = 0.0
-        self._unconfirmed: set[str] = set()  # in the view, not listed since start()
+        self._unconfirmed: set[str] = set()  # in the view at start(): deletions wait for settle
         self._missing: set[str] = set()  # in the view, not listed by the last find
         self._listing = ListingParser()  # the last find's lines
 
@@ -144,9 +147,7 @@ class Monitor(TaskBase):
         Only the services named in ``changed`` can differ from the view's
         (None: any of them can).
         """
-        if self._settle_left():
-            self._unconfirmed -= found.keys()
-        else:
+        if not self._settle_left():
             self._unconfirmed.clear()
         view = self._services
         missing = view.keys() - found.keys()
