@@ -9,11 +9,12 @@ import argparse
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import gevent
 from gevent.event import Event
 
+from . import __version__
 from .errors import TRANSIENT_ERRORS, RegmgrError
 from .wire import format_service
 
@@ -90,9 +91,11 @@ def _connection(args: argparse.Namespace) -> Connection:
     """The transport the client options name."""
     from .connections import TCP, Styx
 
+    hosts = [host for host in args.host.split(",") if host]  # several: failover, in turn
+    host: Union[str, list[str]] = hosts[0] if len(hosts) == 1 else hosts
     if args.transport == "styx":
-        return Styx(args.host, args.styx_port, user=args.user)
-    return TCP(args.host, new_port=args.new_port, find_port=args.find_port,
+        return Styx(host, args.styx_port, user=args.user)
+    return TCP(host, new_port=args.new_port, find_port=args.find_port,
                event_port=args.event_port)
 
 
@@ -224,7 +227,9 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
     A Styx-only command still takes ``--transport styx``, so the same
     options work for every command.
     """
-    parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="registry host, or several comma-separated (frontends of one "
+                             "replicated registry, tried in turn) (default %(default)s)")
     if not tcp:
         parser.add_argument("--transport", choices=("styx",), default="styx",
                             help="only Styx can remove a service (default %(default)s)")
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run an embedded registry in the foreground",
