@@ -194,6 +194,8 @@ class TCPRegistration:
         self._label = label
         self._link = link
         self._closed = False
+        self._notify: Optional[Callable[[Optional[Exception]], object]] = None
+        self._watcher: Any = None  # the hub's io watcher while notify() waits
 
     def update(self, attrs: Mapping[str, str]) -> None:
         if not attrs:
@@ -215,7 +217,42 @@ class TCPRegistration:
         if not self._closed:
             raise ConnectionError(f"{self._label}: closed by the registry")
 
+    def notify(self, callback: Callable[[Optional[Exception]], object]) -> None:
+        loop = gevent.get_hub().loop
+        self._notify = callback
+        if self._closed:
+            loop.run_callback(self._end, None)
+            return
+        self._watcher = loop.io(self._sock.fileno(), 1)  # readable: data, EOF or an error
+        self._watcher.start(self._readable)
+
+    def _readable(self) -> None:
+        """The socket is readable (in the hub): the gateway closed it, or it broke."""
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(0.0)  # never switch: this runs in the hub
+        try:
+            if self._sock.recv(1024):
+                return  # the gateway never sends anything here
+            error = ConnectionError(f"{self._label}: closed by the registry")
+        except BlockingIOError:
+            return
+        except OSError as err:
+            error = ConnectionError(f"{self._label}: {err}")
+        finally:
+            self._sock.settimeout(timeout)
+        self._end(error)
+
+    def _end(self, error: Optional[Exception]) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        callback, self._notify = self._notify, None
+        if callback is not None:
+            callback(error)
+
     def close(self) -> None:
+        if self._notify is not None and not self._closed:
+            self._end(None)
         self._closed = True
         if self._link.lost:
             abort(self._sock)  # the registry is gone or unreachable: leave no orphan
