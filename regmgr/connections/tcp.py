@@ -40,12 +40,8 @@ from typing import Any, Optional
 import gevent
 import gevent.socket
 
-<<<<<<< HEAD
-from ..errors import ProtocolError, RegistryError
-from ..limits import check_service
-=======
 from ..errors import ProtocolError, RegistryError, RegmgrError
->>>>>>> main
+from ..limits import check_service
 from ..wire import format_attrs, format_service, parse_services, service_name_error
 from .liveness import PROBE_INTERVAL, PROBE_TIMEOUT, check_probe_options, deadline, keepalive
 from .shared import SharedListing
@@ -354,11 +350,7 @@ class TCP:
         pause = 0.005
         in_a_row = 0  # finds that listed the name with our attributes, our connection open
         while True:
-<<<<<<< HEAD
-            listed = registration.name in self._confirmations(self.find, _filter_of(attrs))
-=======
-            listing = self._confirmations(self.find, attrs)
->>>>>>> main
+            listing = self._confirmations(self.find, _filter_of(attrs))
             if registration.peer_closed:
                 if registration.name in self._confirmations(self.find, {}):
                     raise RegistryError("duplicate service name")
