@@ -410,8 +410,8 @@ class Styx:
         return StyxEventStream(session, fid)
 
     def open_new(self, name: str, attrs: Optional[Mapping[str, str]] = None) -> StyxRegistration:
-        check_service(name, attrs or {}, name_rules=False)  # the registry answers a bad name
         attrs = dict(attrs or {})
+        check_service(name, attrs, name_rules=False)  # the registry answers a bad name
         session = self._acquire()
         try:
             fid, limit = self._open(session, "new", ninep.OWRITE)
