@@ -1,0 +1,104 @@
+"""Only our own entries count (issue 10 items 2, 3): TCP confirmation, Styx adoption."""
+import random
+
+import gevent
+import pytest
+
+from regmgr import TCP, RegMgr, Service, Styx
+from regmgr.errors import RegistryError
+from serverutil import eventually, find, register
+
+
+def tcp(server):
+    return TCP(server.host, server.new_port, server.find_port, server.event_port)
+
+
+def test_tcp_refuses_a_name_another_connection_holds(registry_server):
+    holder = register(registry_server, b"svc a 1\n")
+    eventually(lambda: "svc" in find(registry_server))
+    with pytest.raises(RegistryError, match="duplicate service name"):
+        tcp(registry_server).open_new("svc", {"a": "1"})  # same name, same attributes
+    holder.close()
+
+
+def test_tcp_never_confirms_a_stale_entry_of_the_same_name(registry_server):
+    """The older entry goes away while we register: a success must be our own entry."""
+    conn = tcp(registry_server)
+    confirmed = not_ours = 0
+    for _ in range(40):
+        holder = register(registry_server, b"svc a 1\n")
+        eventually(lambda: "svc" in find(registry_server))
+        # The holder leaves just before, or just after, our line reaches the registry.
+        closer = gevent.spawn_later(random.choice((0, random.uniform(0, 0.003))), holder.close)
+        gevent.sleep(0) if random.random() < 0.5 else None
+        try:
+            registration = conn.open_new("svc", {"a": "1"})
+        except (RegistryError, ConnectionError):
+            closer.join()
+            continue
+        closer.join()
+        confirmed += 1
+        # Once the holder's close is processed, only our entry can be listed.
+        gevent.sleep(0.05)
+        if "svc" not in find(registry_server) or registration.peer_closed:
+            not_ours += 1
+        registration.close()
+        eventually(lambda: "svc" not in find(registry_server))
+    assert not_ours == 0, f"{not_ours} of {confirmed} confirmed registrations were not ours"
+
+
+def test_styx_takes_back_its_own_persistent_entry(registry_server):
+    first = Styx(registry_server.host, registry_server.styx_port, user="alice")
+    registration = first.open_new("keep", {"persist": "1", "load": "1"})
+    first._session.close()  # the client went away: the persistent entry stays
+    registration.close()
+    eventually(lambda: "keep" in find(registry_server))
+    again = Styx(registry_server.host, registry_server.styx_port, user="alice")
+    adopted = again.open_new("keep", {"persist": "1", "load": "2", "zone": "b"})
+    eventually(lambda: find(registry_server)["keep"] == {"persist": "1", "load": "2", "zone": "b"})
+    adopted.update({"load": "3"})
+    eventually(lambda: find(registry_server)["keep"]["load"] == "3")
+    adopted.close()
+
+
+@pytest.mark.parametrize("user, attrs", [
+    ("bob", {"persist": "1", "load": "1"}),  # another user's entry
+    ("alice", {"persist": "1"}),  # the entry holds an attribute we do not send
+    ("alice", {"load": "1"}),  # we do not register a persistent service
+])
+def test_styx_leaves_every_other_entry_alone(registry_server, user, attrs):
+    owner = Styx(registry_server.host, registry_server.styx_port, user="alice")
+    held = owner.open_new("keep", {"persist": "1", "load": "1"})
+    other = Styx(registry_server.host, registry_server.styx_port, user=user)
+    with pytest.raises(RegistryError, match="duplicate service name"):
+        other.open_new("keep", attrs)
+    assert find(registry_server)["keep"] == {"persist": "1", "load": "1"}
+    held.update({"load": "2"})  # still the owner's
+    eventually(lambda: find(registry_server)["keep"]["load"] == "2")
+    held.close()
+
+
+def test_styx_service_with_persist_is_back_after_its_client_restarts(registry_server):
+    def styx():
+        return Styx(registry_server.host, registry_server.styx_port, user="alice")
+
+    with RegMgr(styx()) as mgr:
+        svc = mgr.attach(Service("keep", {"persist": "1", "load": "1"}))
+        eventually(lambda: svc.registered)
+    with RegMgr(styx()) as mgr:
+        svc = mgr.attach(Service("keep", {"persist": "1", "load": "1"}))
+        eventually(lambda: svc.registered, timeout=10)
+        svc.update({"load": "5"})
+        eventually(lambda: find(registry_server)["keep"]["load"] == "5")
+
+
+def test_tcp_cannot_take_back_a_persistent_entry_and_leaves_it(registry_server):
+    """Documented: over TCP the Service retries with backoff; the entry is untouched."""
+    holder = register(registry_server, b"keep persist 1 load 1\n")
+    eventually(lambda: "keep" in find(registry_server))
+    holder.close()
+    with RegMgr(tcp(registry_server)) as mgr:
+        svc = mgr.attach(Service("keep", {"persist": "1", "load": "2"}))
+        gevent.sleep(1)  # several refused attempts
+        assert not svc.registered
+        assert find(registry_server)["keep"] == {"persist": "1", "load": "1"}
