@@ -26,9 +26,11 @@ import gevent
 import gevent.event
 from gevent import subprocess
 
+from regmgr import RegMgr, Service
 from regmgr.testing import RegistryProcess
 
-__all__ = ["Namespace", "NamespacedRegistry", "Watcher", "unavailable", "connection_spec"]
+__all__ = ["Namespace", "NamespacedRegistry", "Watcher", "Scene", "unavailable",
+           "connection_spec"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _serial = itertools.count()
@@ -183,3 +185,54 @@ class Watcher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Scene:
+    """A registry in ``net``, ``count`` services owned by this process, a Monitor in another.
+
+    ``probes`` are the clients' probe options, ``server`` extra arguments of
+    ``regmgr serve`` (e.g. ``("--keepalive", "3")``).
+    """
+
+    def __init__(self, net: Namespace, transport: str, count: int = 10,
+                 probes: Optional[dict[str, float]] = None, server: tuple[str, ...] = ()) -> None:
+        from .faultwatch import connection
+        self.net = net
+        self.registry = NamespacedRegistry(net, server)
+        self.registry.start()
+        self.owner: Optional[RegMgr] = None
+        self.watcher: Optional[Watcher] = None
+        try:
+            spec = connection_spec(self.registry, transport, **(probes or {}))
+            self.owner = RegMgr(connection(spec))
+            self.services = [self.owner.attach(Service(f"svc{i}", {"kind": "fault", "n": i}))
+                             for i in range(count)]
+            self.watcher = Watcher(spec, {"kind": "fault"})
+        except BaseException:
+            self.close()
+            raise
+
+    def expected(self) -> dict[str, dict[str, str]]:
+        return {svc.name: svc.attrs for svc in self.services}
+
+    def whole(self) -> bool:
+        """Every service listed as it is here, registered, and the Monitor's view equal."""
+        assert self.watcher is not None
+        try:
+            index = self.registry.index()
+        except OSError:
+            return False
+        return (index == self.expected() and self.watcher.view == index
+                and not self.watcher.stale and all(svc.registered for svc in self.services))
+
+    def lost(self) -> bool:
+        """The owner and the watcher both noticed that the registry is gone."""
+        assert self.owner is not None and self.watcher is not None
+        return not self.owner.connected and self.watcher.stale
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.owner is not None:
+            self.owner.close()
+        self.registry.kill()

@@ -83,6 +83,13 @@ class Listing:
         self._on_find(len(found))
         return found
 
+    def find_text(self, attrs: Optional[Mapping[str, str]] = None) -> str:
+        """What the Monitor calls: the benchmark's names and values hold no newline."""
+        assert isinstance(self._connection, (TCP, Styx))
+        text = self._connection.find_text(attrs)
+        self._on_find(text.count("\n"))
+        return text
+
 
 class Worker:
     """The state of one client process and its requests (``op_*`` methods)."""

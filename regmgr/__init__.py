@@ -11,13 +11,21 @@ restarts and network outages.
 """
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .backoff import Backoff
 from .connections import TCP, Styx
 from .errors import AttachError, ProtocolError, RegistryError, RegmgrError
 from .manager import RegMgr
 from .tasks import Lookup, Monitor, Service
 
+try:
+    __version__ = version("regmgr")  # single source: setup.cfg's version, as installed
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
+    "__version__",
     "RegMgr",
     "Backoff",
     "Service",

@@ -9,11 +9,12 @@ import argparse
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import gevent
 from gevent.event import Event
 
+from . import __version__
 from .errors import TRANSIENT_ERRORS, RegmgrError
 from .wire import format_service
 
@@ -59,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.host, new_port=args.new_port, find_port=args.find_port,
             event_port=args.event_port, dbfile=args.dbfile, styx_port=args.styx_port,
             limits=limits, keepalive=args.keepalive, request_timeout=args.request_timeout,
+            store=args.store, session_timeout=args.session_timeout,
         )
     except ValueError as err:
         print(f"regmgr serve: {err}", file=sys.stderr)
@@ -89,9 +91,11 @@ def _connection(args: argparse.Namespace) -> Connection:
     """The transport the client options name."""
     from .connections import TCP, Styx
 
+    hosts = [host for host in args.host.split(",") if host]  # several: failover, in turn
+    host: Union[str, list[str]] = hosts[0] if len(hosts) == 1 else hosts
     if args.transport == "styx":
-        return Styx(args.host, args.styx_port, user=args.user)
-    return TCP(args.host, new_port=args.new_port, find_port=args.find_port,
+        return Styx(host, args.styx_port, user=args.user)
+    return TCP(host, new_port=args.new_port, find_port=args.find_port,
                event_port=args.event_port)
 
 
@@ -223,7 +227,9 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
     A Styx-only command still takes ``--transport styx``, so the same
     options work for every command.
     """
-    parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="registry host, or several comma-separated (frontends of one "
+                             "replicated registry, tried in turn) (default %(default)s)")
     if not tcp:
         parser.add_argument("--transport", choices=("styx",), default="styx",
                             help="only Styx can remove a service (default %(default)s)")
@@ -251,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run an embedded registry in the foreground",
@@ -265,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="event port (default %(default)s; 0 picks one)")
     serve.add_argument("--styx-port", type=int, metavar="PORT",
                        help="also serve over Styx on PORT (Inferno's is 6675; 0 picks one)")
+    serve.add_argument("--store", metavar="URL",
+                       help="where the registry lives: memory: (default, this process) or "
+                            "zookeeper://HOST:PORT[,HOST:PORT...][/ROOT] (one registry over "
+                            "several frontends; needs regmgr[zookeeper])")
+    serve.add_argument("--session-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="ZooKeeper session timeout: how long the registrations of a "
+                            "frontend that died stay listed (default %(default)s)")
     serve.add_argument("-f", dest="dbfile", metavar="DBFILE",
                        help="attrdb file of persistent services to load at start")
     limits = Limits()

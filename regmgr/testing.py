@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import sys
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import gevent
 import gevent.event
@@ -75,9 +75,12 @@ class RegistryServer(EmbeddedRegistry):
         event_port: int = 0,
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = 0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
     ) -> None:
         super().__init__(host, new_port=new_port, find_port=find_port,
-                         event_port=event_port, dbfile=dbfile, styx_port=styx_port)
+                         event_port=event_port, dbfile=dbfile, styx_port=styx_port,
+                         store=store, session_timeout=session_timeout)
 
     def index(self) -> dict[str, dict[str, str]]:
         """Every registered service, straight from the model."""
@@ -100,8 +103,17 @@ class RegistryProcess:
         dbfile: Optional[Union[str, os.PathLike]] = None,
         styx_port: Optional[int] = 0,
         startup_timeout: float = 15.0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
+        args: Sequence[str] = (),
+        nofile: Optional[int] = None,
     ) -> None:
+        """``args`` are more ``regmgr serve`` options; ``nofile`` caps the child's descriptors."""
         self.host = host
+        self.store = store
+        self.session_timeout = session_timeout
+        self.args = list(args)
+        self.nofile = nofile
         self.new_port = new_port
         self.find_port = find_port
         self.event_port = event_port
@@ -131,7 +143,15 @@ class RegistryProcess:
             cmd += ["-f", os.fspath(self.dbfile)]
         if self.styx_port is not None:
             cmd += ["--styx-port", str(self.styx_port)]
-        return cmd
+        if self.store is not None:
+            cmd += ["--store", self.store, "--session-timeout", str(self.session_timeout)]
+        return cmd + self.args
+
+    def _limit_descriptors(self) -> None:
+        """In the child before exec: soft and hard descriptor limit ``nofile``."""
+        import resource
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self) -> None:
         """Start the child and wait until its ports accept connections."""
@@ -139,7 +159,8 @@ class RegistryProcess:
             raise RuntimeError("registry process already running")
         self._log.clear()
         proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=None if self.nofile is None else self._limit_descriptors)
         self.proc = proc
         ready = gevent.event.AsyncResult()
         self._drainer = gevent.spawn(self._drain, proc, ready)

@@ -11,6 +11,7 @@ with ZooKeeper's ``srvr`` four-letter command.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,17 +34,31 @@ def zookeeper_available() -> bool:
 
 
 def _free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out now (held together so that they differ)."""
-    socks = []
+    """Ports free now, and *below* the kernel's ephemeral range.
+
+    A follower does not listen on its quorum port, nor a killed server on
+    any: a port the kernel hands out for ``bind(0)`` (a registry frontend's,
+    another test's) could take one, and the ensemble would then connect to
+    that stranger. Below the ephemeral range, only explicit binds compete.
+    """
     try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(max(1024, low - 12000), low)
+        if port in ports:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 def four_letter(port: int, word: str, timeout: float = 1.0) -> str:

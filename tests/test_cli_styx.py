@@ -5,7 +5,7 @@ import sys
 import pytest
 from gevent import subprocess
 
-from regmgr import Service, Styx
+from regmgr import Styx
 from regmgr.cli import main
 from regmgr.testing import RegistryProcess
 from regmgr.wire import parse_services

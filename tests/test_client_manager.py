@@ -1,13 +1,12 @@
 """RegMgr: supervision, attach/detach, listeners, close and garbage collection."""
 import gc
 import itertools
-import logging
 import weakref
 
 import gevent
 import pytest
 
-from regmgr import AttachError, Backoff, Lookup, RegMgr, RegmgrError, Service
+from regmgr import AttachError, Backoff, RegMgr, RegmgrError, Service
 from serverutil import eventually
 
 

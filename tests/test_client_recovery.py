@@ -76,7 +76,7 @@ def test_monitor_and_lookup_survive_a_failing_find(manager_factory, registry_ser
     owner.attach(Service("svc", {"a": "1"}))
     eventually(lambda: registry_server.index() == {"svc": {"a": "1"}})
     added = []
-    fail_once(mgr.connection, "find", bug)
+    fail_once(mgr.connection, "find_text", bug)  # what a Monitor reads its listings with
     monitor = mgr.attach(Monitor({"a": "1"}, on_add=lambda name, attrs: added.append(name)))
     eventually(lambda: added == ["svc"] and not monitor.stale)
     assert logged(caplog, bug, "Monitor({'a': '1'})")

@@ -1,5 +1,4 @@
 """Service, Lookup and Monitor against a real registry: the Perl original's scenarios and more."""
-import logging
 
 import gevent
 import pytest
@@ -134,7 +133,7 @@ def test_monitor_add_one_add_two_modify_twice_delete_two(manager, events):
     for value in ("x", "y"):
         one.update({"a": value})
         two.update({"a": value})
-        eventually(lambda: monitor.services == {"one": {"a": value}, "two": {"a": value}})
+        eventually(lambda value=value: monitor.services == {"one": {"a": value}, "two": {"a": value}})
         assert sorted(events.log[-2:]) == [("mod", "one", {"a": value}), ("mod", "two", {"a": value})]
     assert len(events.log) == 6
     manager.detach(one)
@@ -212,7 +211,7 @@ def test_monitor_reports_what_changed_while_it_was_stopped(manager, registry_ser
     manager.detach(monitor)  # stop(), as a lost connection does
     manager.detach(gone)
     keep.update({"v": 2})
-    fresh = manager.attach(Service("fresh", {"v": 1}))
+    manager.attach(Service("fresh", {"v": 1}))
     eventually(lambda: registry_server.index() == {"keep": {"v": "2"}, "fresh": {"v": "1"}})
     gevent.sleep(0.1)
     assert len(events.log) == 2 and len(monitor.services) == 2

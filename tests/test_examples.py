@@ -74,7 +74,7 @@ class Example:
         try:
             code = self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            raise AssertionError(self.log())
+            raise AssertionError(self.log()) from None
         assert code == 0, self.log()
         return gone_after
 

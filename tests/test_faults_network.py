@@ -7,7 +7,6 @@ from another process. Short probe and keepalive settings keep each
 scenario to seconds; every bound asserted is a generous liveness bound.
 """
 import os
-import subprocess
 import sys
 import time
 
@@ -16,10 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.faultnet import (Namespace, NamespacedRegistry, Watcher,  # noqa: E402
-                            connection_spec, unavailable)
-from bench.faultwatch import connection  # noqa: E402
-from regmgr import RegMgr, Service  # noqa: E402
+from bench.faultnet import Namespace, Scene, unavailable  # noqa: E402
 from serverutil import eventually  # noqa: E402
 
 pytestmark = pytest.mark.skipif(bool(reason := unavailable()), reason=str(reason))
@@ -30,52 +26,10 @@ SERVER_KEEPALIVE = "3"  # seconds: the registry drops a vanished client's entrie
 BOUND = 20.0  # seconds: the generous bound on every recovery below
 
 
-def _server_has_keepalive() -> bool:
-    help_text = subprocess.run([sys.executable, "-m", "regmgr", "serve", "--help"],
-                               capture_output=True, text=True, timeout=30).stdout
-    return "--keepalive" in help_text
-
-
-class Scene:
-    """The registry in a namespace, COUNT services owned here, a Monitor in another process."""
-
-    def __init__(self, net, transport):
-        extra = ("--keepalive", SERVER_KEEPALIVE) if _server_has_keepalive() else ()
-        self.net = net
-        self.registry = NamespacedRegistry(net, extra)
-        self.registry.start()
-        spec = connection_spec(self.registry, transport, **PROBES)
-        self.owner = RegMgr(connection(spec))
-        self.services = [self.owner.attach(Service(f"svc{i}", {"kind": "fault", "n": i}))
-                         for i in range(COUNT)]
-        self.watcher = Watcher(spec, {"kind": "fault"})
-
-    def expected(self):
-        return {svc.name: svc.attrs for svc in self.services}
-
-    def whole(self):
-        """Every service listed as it is here, registered, and the Monitor's view equal."""
-        try:
-            index = self.registry.index()
-        except OSError:
-            return False
-        return (index == self.expected() and self.watcher.view == index
-                and not self.watcher.stale and all(svc.registered for svc in self.services))
-
-    def lost(self):
-        """The owner and the watcher both noticed that the registry is gone."""
-        return not self.owner.connected and self.watcher.stale
-
-    def close(self):
-        self.watcher.close()
-        self.owner.close()
-        self.registry.kill()
-
-
 @pytest.fixture(params=["tcp", "styx"])
 def scene(request):
     with Namespace() as net:
-        scene = Scene(net, request.param)
+        scene = Scene(net, request.param, COUNT, PROBES, ("--keepalive", SERVER_KEEPALIVE))
         try:
             eventually(scene.whole, timeout=BOUND)
             yield scene
@@ -114,9 +68,6 @@ def test_silent_restart_behind_a_blackhole(scene):
 
 
 def test_partition_with_an_update_heals(scene):
-    if not _server_has_keepalive():
-        pytest.skip("regmgr serve has no --keepalive yet: it would keep the entries of "
-                    "connections the partition killed until they close")
     scene.net.block()
     try:
         eventually(scene.lost, timeout=BOUND)

@@ -4,7 +4,6 @@ import pytest
 from regmgr.server.db import DatabaseError, load_db, parse_db
 from regmgr.server.state import Registry
 from regmgr.testing import RegistryServer
-from regmgr.wire import parse_services
 
 from serverutil import find, register, closed_by_server
 

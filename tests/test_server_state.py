@@ -168,6 +168,10 @@ def test_kept_line_size_is_the_listing_s():
     reg = Registry()
     svc = named(reg, "s.é a 1 'b c' ''")
     reg.write(svc, "a 'it''s' d é")
-    assert svc.size == len(reg.index().encode()) == len("s.é d é a 'it''s' 'b c' ''\n".encode())
+    name = len("s.é\n".encode())
+    assert svc.size + name == len(reg.index().encode()) == len("s.é d é a 'it''s' 'b c' ''\n".encode())
     reg.write(svc, "a 2")
-    assert svc.size == len(reg.index().encode())
+    assert svc.size + name == len(reg.index().encode())
+    svc.attrs = [("x", "1"), ("y", "'")]
+    assert svc.line == "s.é x 1 y ''''\n"
+    assert svc.size + name == len(svc.line.encode())

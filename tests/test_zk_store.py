@@ -177,7 +177,7 @@ def test_a_zookeeper_server_killed_is_not_noticed(zk_ensemble, make_store):
             zk_ensemble.kill(i)
             for n in range(1, 4):
                 a.write(svc, f"n {i}{n}")  # held while kazoo moves to another server
-            eventually(lambda: b.get("survivor") is not None
+            eventually(lambda i=i: b.get("survivor") is not None
                        and b.get("survivor").get("n") == f"{i}3", timeout=10)
             zk_ensemble.start_server(i)
             zk_ensemble.wait_serving([i])

@@ -16,6 +16,9 @@ Rules every transport follows:
   with the registry's own text when it refused a request.
 * Attributes passed in are already normalised (``dict[str, str]``, see
   :func:`regmgr.wire.normalize_attrs`).
+* A connection may also offer ``find_text(attrs) -> str``: :meth:`Connection.find`'s
+  listing as the registry sent it (``index`` format). The Monitor then
+  parses only the lines that changed since its last find.
 * A connection object holds no resources between calls beyond the streams
   and registrations it returned: closing those releases everything, so one
   connection object may be shared by several managers.

@@ -26,9 +26,9 @@ import dataclasses
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult
@@ -208,9 +208,8 @@ class StyxFinder:
         self._idle: OrderedDict[tuple[Filter, int], tuple[int, int]] = OrderedDict()
         self._serial = 0  # tells apart idle fids of one filter
 
-    def find(self, styx: Styx, session: Session,
-             attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        """The services matching ``attrs``, read through a kept or a new fid."""
+    def find_text(self, styx: Styx, session: Session, attrs: Mapping[str, str]) -> str:
+        """The listing of the services matching ``attrs``, read through a kept or a new fid."""
         if session is not self._session:
             self._session = session
             self._idle.clear()  # their session is gone, and its fids with it
@@ -223,7 +222,7 @@ class StyxFinder:
             raise
         self._put(session, key, fid, iounit)
         try:
-            return parse_services(text.decode("utf-8"))
+            return text.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ProtocolError(f"{session.label}: listing is not UTF-8",
                                 err.object[:200]) from err
@@ -284,6 +283,24 @@ class StyxFinder:
                 return b"".join(chunks)
 
 
+def _registries(host: object, port: int) -> list[tuple[str, int]]:
+    """Every registry a Styx connection may dial: ``host`` or a list of hosts
+    (on ``port``) and ``(host, port)`` tuples."""
+    entries = [host] if isinstance(host, str) else host
+    if not isinstance(entries, Sequence) or not entries:
+        raise TypeError(f"host must be str or a non-empty list of registries, not {host!r}")
+    out: list[tuple[str, int]] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append((entry, port))
+        elif (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
+              and isinstance(entry[1], int)):
+            out.append(entry)
+        else:
+            raise TypeError(f"a registry is a host str or (host, port), not {entry!r}")
+    return out
+
+
 class Styx:
     """Reach a registry over Styx, as Inferno exports it on port 6675.
 
@@ -302,19 +319,24 @@ class Styx:
     hangs, or a host or link that goes silent, ends the session within
     about ``probe_interval + probe_timeout`` seconds (8 s by default), and
     the manager reconnects.
+
+    ``host`` may be a list of registries, the frontends of one replicated
+    registry (``regmgr serve --store zookeeper://...``): hosts on ``port``, or
+    ``(host, port)`` tuples. Each new session (each reconnection) dials the
+    next one.
     """
 
-    def __init__(self, host: str, port: int = 6675, *, user: str = "none",
+    def __init__(self, host: Union[str, Sequence[Union[str, tuple[str, int]]]],
+                 port: int = 6675, *, user: str = "none",
                  msize: int = 65536 + ninep.IOHDRSZ, connect_timeout: float = 5.0,
                  probe_interval: float = PROBE_INTERVAL,
                  probe_timeout: float = PROBE_TIMEOUT) -> None:
-        if not isinstance(host, str):
-            raise TypeError(f"host must be str, not {type(host).__name__}")
         check_probe_options(probe_interval, probe_timeout)
+        self.registries = _registries(host, port)
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
-        self.host = host
-        self.port = port
+        self.host, self.port = self.registries[0]
+        self._dialled = 0  # sessions dialled so far: each new one moves along the list
         self.user = user
         self.msize = msize
         self.connect_timeout = connect_timeout
@@ -325,13 +347,16 @@ class Styx:
 
     def __getstate__(self) -> dict[str, object]:
         """Only the configuration pickles; a copy dials its own session when first used."""
-        return {"host": self.host, "port": self.port, "user": self.user, "msize": self.msize,
+        host = self.host if len(self.registries) == 1 else self.registries
+        return {"host": host, "port": self.port, "user": self.user, "msize": self.msize,
                 "connect_timeout": self.connect_timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         Styx.__init__(self, **state)
 
     def __repr__(self) -> str:
+        if len(self.registries) > 1:
+            return f"Styx({self.registries!r}, user={self.user!r})"
         return f"Styx({self.host!r}, port={self.port}, user={self.user!r})"
 
     def _acquire(self) -> Session:
@@ -340,6 +365,8 @@ class Styx:
             session = self._session
             if session is None or not session.alive:
                 self._sent_before += session.sent if session is not None else 0
+                self.host, self.port = self.registries[self._dialled % len(self.registries)]
+                self._dialled += 1
                 session = Session.connect(self.host, self.port, self.user, self.msize,
                                           self.connect_timeout, self.probe_interval,
                                           self.probe_timeout)
@@ -469,10 +496,14 @@ class Styx:
         return fid, limit
 
     def find(self, attrs: Optional[Mapping[str, str]] = None) -> dict[str, dict[str, str]]:
+        return parse_services(self.find_text(attrs))
+
+    def find_text(self, attrs: Optional[Mapping[str, str]] = None) -> str:
+        """:meth:`find`'s listing as the registry sent it (``index`` format)."""
         attrs = dict(attrs or {})
         check_service(None, attrs)
         with self._held() as session:
-            return self._finder.find(self, session, attrs)
+            return self._finder.find_text(self, session, attrs)
 
     @property
     def requests_sent(self) -> int:

@@ -12,7 +12,7 @@ import os
 from typing import Union
 
 from ..errors import RegmgrError
-from .state import Registry
+from .store import Store
 
 log = logging.getLogger("regmgr.server")
 
@@ -86,7 +86,7 @@ def parse_db(text: str, filename: str = "<db>") -> list[Entry]:
     return entries
 
 
-def load_db(registry: Registry, path: Union[str, os.PathLike]) -> int:
+def load_db(registry: Store, path: Union[str, os.PathLike]) -> int:
     """Add every ``service=`` entry of ``path`` to ``registry``; return how many.
 
     As in Inferno, an entry whose name the registry would refuse (bad or

@@ -2,6 +2,13 @@
 
 Used by ``regmgr serve`` and by :mod:`regmgr.testing`. A restart drops
 every service, as a real registry restart does, but keeps the ports.
+
+With ``store="zookeeper://..."`` the registry is one of several frontends
+over a ZooKeeper ensemble (:mod:`.zookeeper`). When that store loses its
+session, this registry's ephemeral services are gone, so it closes its
+ports and every connection, as a dying registry does (clients reconnect
+elsewhere and register again); it listens again, on the same ports, once
+it has a new session.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from typing import Optional, TypeVar, Union
 from ..limits import DEFAULT_LIMITS, Limits
 from .db import load_db
 from .listen import DEFAULT_KEEPALIVE
-from .state import Registry
+from .store import ManagedStore, MemoryStore, open_store
 from .styx import StyxServer
 from .tcp import TCPGateway
 
@@ -31,7 +38,9 @@ class EmbeddedRegistry:
     ``limits`` bound every service (both frontends refuse a write over them);
     a client that vanished is dropped within about ``keepalive`` seconds; a
     gateway request (naming a service, sending a find's filter) must be
-    complete within ``request_timeout`` seconds.
+    complete within ``request_timeout`` seconds. ``store`` is a
+    :func:`~.store.open_store` URL (default: memory); ``session_timeout`` the
+    ZooKeeper session's.
     """
 
     def __init__(
@@ -46,6 +55,8 @@ class EmbeddedRegistry:
         limits: Limits = DEFAULT_LIMITS,
         keepalive: float = DEFAULT_KEEPALIVE,
         request_timeout: float = 5.0,
+        store: Optional[str] = None,
+        session_timeout: float = 5.0,
     ) -> None:
         if keepalive <= 0 or request_timeout <= 0:
             raise ValueError("keepalive and request_timeout must be positive seconds")
@@ -56,13 +67,16 @@ class EmbeddedRegistry:
         self.request_timeout = request_timeout
         self._ports = (new_port, find_port, event_port)
         self._styx_port = styx_port
-        self.registry = Registry(limits)
+        self.store = store
+        self.session_timeout = session_timeout
+        self.registry: ManagedStore = MemoryStore(limits)
+        self._running = False
         self._gateway: Optional[TCPGateway] = None
         self._styx: Optional[StyxServer] = None
 
     @property
     def running(self) -> bool:
-        return self._gateway is not None
+        return self._running
 
     @property
     def new_port(self) -> int:
@@ -82,13 +96,25 @@ class EmbeddedRegistry:
         return self._styx.port if self._styx else self._styx_port
 
     def start(self) -> None:
-        """Load the database into a fresh registry and listen; OSError if a port is taken."""
-        if self._gateway is not None:
+        """Open the store, load the database, listen; OSError if a port is taken,
+        :class:`~.store.StoreError` if the store cannot be reached."""
+        if self._running:
             raise RuntimeError("registry already running")
-        self.registry = Registry(self.limits)
-        if self.dbfile is not None:
-            count = load_db(self.registry, self.dbfile)
-            log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
+        store = open_store(self.store, limits=self.limits, session_timeout=self.session_timeout)
+        store.start()
+        try:
+            if self.dbfile is not None:
+                count = load_db(store, self.dbfile)
+                log.info("loaded %d static services from %s", count, os.fspath(self.dbfile))
+            self.registry = store
+            self._listen()
+        except BaseException:
+            store.close()
+            raise
+        store.add_serving_listener(self._serving)
+        self._running = True
+
+    def _listen(self) -> None:
         gateway = TCPGateway(self.registry, self.host, *self._ports, keepalive=self.keepalive,
                              name_timeout=self.request_timeout, find_timeout=self.request_timeout)
         gateway.start()
@@ -108,15 +134,36 @@ class EmbeddedRegistry:
         log.info("registry listening on %s: new %d, find %d, event %d%s",
                  self.host, self.new_port, self.find_port, self.event_port, styx_note)
 
-    def stop(self) -> None:
-        """Close every port and connection; registrations over TCP are gone."""
+    def _close_ports(self) -> None:
         if self._styx is not None:
             self._styx.stop()
             self._styx = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
-            log.info("registry stopped")
+
+    def _serving(self, serving: bool) -> None:
+        """The store's session went (close everything) or came back (listen again)."""
+        if not self._running:
+            return
+        if not serving:
+            log.warning("registry store lost: closing every port and connection")
+            self._close_ports()
+        elif self._gateway is None:
+            try:
+                self._listen()
+            except OSError as err:
+                log.error("registry store back, but cannot listen again: %s", err)
+
+    def stop(self) -> None:
+        """Close every port and connection; registrations over TCP are gone."""
+        if not self._running:
+            return
+        self._running = False
+        self.registry.remove_serving_listener(self._serving)
+        self._close_ports()
+        self.registry.close()
+        log.info("registry stopped")
 
     def restart(self) -> None:
         """Stop, then start empty (plus the database) on the same ports."""

@@ -13,32 +13,26 @@ from collections.abc import Callable, Iterable
 from typing import Optional, Protocol
 from urllib.parse import urlsplit
 
+from ..errors import RegmgrError
+from ..limits import DEFAULT_LIMITS, Limits
 from .state import Filter, Registry, Service, Watcher
 
-__all__ = ["Store", "MemoryStore", "open_store", "StoreURLError"]
+__all__ = ["Store", "ManagedStore", "MemoryStore", "StoreError", "open_store"]
 
 #: ``fn(serving)``: called when a store stops (False) or starts again (True)
 #: being able to serve; a frontend closes every client on False.
 ServingListener = Callable[[bool], None]
 
 
-class StoreURLError(ValueError):
-    """A ``--store`` URL that names no known store, or a malformed one."""
+class StoreError(RegmgrError):
+    """A store that cannot be opened or reached (bad ``--store`` URL, no ensemble)."""
 
 
 class Store(Protocol):
-    """What a frontend needs from the registry it serves."""
+    """What a frontend needs from the registry it serves: the surface of
+    :class:`Registry`, which is itself a Store."""
 
     version: int
-
-    @property
-    def serving(self) -> bool:
-        """False while the store cannot stand behind its registrations (new clients refused)."""
-
-    def add_serving_listener(self, listener: ServingListener) -> None: ...
-    def remove_serving_listener(self, listener: ServingListener) -> None: ...
-    def start(self) -> None: ...
-    def close(self) -> None: ...
 
     def subscribe(self, listener: Callable[[int], None]) -> None: ...
     def unsubscribe(self, listener: Callable[[int], None]) -> None: ...
@@ -55,6 +49,20 @@ class Store(Protocol):
     def find(self, pairs: Filter) -> str: ...
     def index(self) -> str: ...
     def services(self) -> Iterable[Service]: ...
+
+
+class ManagedStore(Store, Protocol):
+    """A Store with a lifetime: what :class:`EmbeddedRegistry` starts and watches."""
+
+    @property
+    def serving(self) -> bool:
+        """False while the store cannot stand behind its registrations: the
+        frontends are closed (clients dropped, new ones refused) meanwhile."""
+
+    def add_serving_listener(self, listener: ServingListener) -> None: ...
+    def remove_serving_listener(self, listener: ServingListener) -> None: ...
+    def start(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class MemoryStore(Registry):
@@ -77,7 +85,8 @@ class MemoryStore(Registry):
         pass
 
 
-def open_store(url: Optional[str] = None, *, session_timeout: float = 5.0) -> Store:
+def open_store(url: Optional[str] = None, *, limits: Limits = DEFAULT_LIMITS,
+               session_timeout: float = 5.0) -> ManagedStore:
     """A store for ``url``: None or ``memory:`` (default), or
     ``zookeeper://host:port[,host:port...][/root]``.
 
@@ -85,11 +94,12 @@ def open_store(url: Optional[str] = None, *, session_timeout: float = 5.0) -> St
     started here.
     """
     if url is None or url in ("memory", "memory:", "memory://"):
-        return MemoryStore()
+        return MemoryStore(limits)
     parts = urlsplit(url)
     if parts.scheme != "zookeeper":
-        raise StoreURLError(f"unknown store {url!r}: use memory: or zookeeper://host:port,.../root")
+        raise StoreError(f"unknown store {url!r}: use memory: or zookeeper://host:port,.../root")
     if not parts.netloc:
-        raise StoreURLError(f"no ZooKeeper hosts in {url!r}")
+        raise StoreError(f"no ZooKeeper hosts in {url!r}")
     from .zookeeper import ZooKeeperStore
-    return ZooKeeperStore(parts.netloc, parts.path or "/regmgr", session_timeout=session_timeout)
+    return ZooKeeperStore(parts.netloc, parts.path or "/regmgr", limits=limits,
+                          session_timeout=session_timeout)

@@ -28,7 +28,7 @@ from gevent.socket import socket as GeventSocket
 
 from .. import ninep
 from .listen import DEFAULT_KEEPALIVE, Listener, peer_text
-from .state import Registry
+from .store import Store
 from .styxproto import (  # noqa: F401  (qid constants re-exported for tests)
     MAX_IOUNIT, MAX_MSIZE, QEVENT, QFIND, QINDEX, QNEW, QROOT, QSVC, Listings, StyxSession,
 )
@@ -140,7 +140,7 @@ class _Connection:
 class StyxServer:
     """Serve ``registry`` over Styx on one TCP port (0 picks an ephemeral port)."""
 
-    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 6675, *,
+    def __init__(self, registry: Store, host: str = "127.0.0.1", port: int = 6675, *,
                  keepalive: float = DEFAULT_KEEPALIVE) -> None:
         self.registry = registry
         self.host = host

@@ -39,7 +39,8 @@ from ..errors import RegistryError
 from ..ninep import (
     DMDIR, IOHDRSZ, ORCLOSE, ORDWR, OREAD, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat,
 )
-from .state import GONE, Filter, Registry, Service, Watcher, parse_filter
+from .state import GONE, Filter, Service, Watcher, parse_filter
+from .store import Store
 
 __all__ = [
     "StyxSession", "Listings", "MAX_FIDS", "MAX_HELD_BYTES", "MAX_MSIZE", "MIN_MSIZE", "MAX_IOUNIT",
@@ -141,7 +142,7 @@ class Listings:
     holds memory that no session accounts for.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Store) -> None:
         self._registry = registry
         self._version = -1
         self._memo: weakref.WeakValueDictionary[Hashable, _Snapshot] = weakref.WeakValueDictionary()
@@ -180,7 +181,7 @@ class _Fid:
 class StyxSession:
     """One Styx connection's state: fids, blocked event reads, negotiated msize."""
 
-    def __init__(self, registry: Registry, started: int,
+    def __init__(self, registry: Store, started: int,
                  listings: Optional[Listings] = None) -> None:
         """``started`` is the time (seconds) every file reports as atime/mtime.
 

@@ -1,4 +1,4 @@
-"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`Registry`.
+"""The three-port plain-TCP gateway (registry4.md §6) over a :class:`~.store.Store`.
 
 Inferno reaches its registry through three ``listen`` pipelines; this module
 serves the same three ports from gevent:
@@ -22,8 +22,10 @@ undecodable bytes become U+FFFD as Limbo's ``string`` conversion makes them.
 from __future__ import annotations
 
 import getpass
+import itertools
 import logging
 import os
+import select
 import time
 from typing import Optional
 
@@ -33,7 +35,8 @@ from gevent.socket import socket as GeventSocket
 
 from ..errors import RegistryError
 from .listen import DEFAULT_KEEPALIVE, Listener, peer_text
-from .state import Registry, parse_filter
+from .state import parse_filter
+from .store import Store
 
 log = logging.getLogger("regmgr.server")
 
@@ -43,6 +46,14 @@ READY = b"READY\n"
 _CHUNK = 65536
 #: Connections that have not made their request, closed per descriptor shortage.
 _SHED = 64
+#: Most hub rounds a find waits for registrations already on their way in.
+_SETTLE_ROUNDS = 20
+#: How long a find waits for a new connection younger than _FRESH to name its
+#: service: it was most likely opened together with the find.
+_GRACE = 0.002
+_FRESH = 0.1
+#: Only the youngest unnamed connections are looked at (idle ones are old).
+_YOUNGEST = 64
 
 
 class _Deadline(Exception):
@@ -70,7 +81,7 @@ class TCPGateway:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Store,
         host: str = "127.0.0.1",
         new_port: int = 6701,
         find_port: int = 6702,
@@ -99,6 +110,7 @@ class TCPGateway:
         self._clients: set[GeventSocket] = set()
         # Connections that hold a descriptor but have not made their request, oldest first.
         self._waiting: dict[GeventSocket, None] = {}
+        self._unnamed: dict[GeventSocket, float] = {}  # new-port connections not yet named -> accepted
 
     @property
     def new_port(self) -> int:
@@ -152,6 +164,7 @@ class TCPGateway:
         svc = self.registry.create(self.owner)
         self._clients.add(sock)
         self._waiting[sock] = None
+        self._unnamed[sock] = time.monotonic()
         deadline = time.monotonic() + self.name_timeout
         buffer = b""
         try:
@@ -181,6 +194,7 @@ class TCPGateway:
                         break
                     if not named and svc.name is not None:
                         self._waiting.pop(sock, None)
+                        self._unnamed.pop(sock, None)
                         log.info("new %s: registered %r", peer, svc.name)
                 if not data:
                     break
@@ -190,6 +204,7 @@ class TCPGateway:
             log.debug("new %s: %s", peer, err)
         finally:
             self._waiting.pop(sock, None)
+            self._unnamed.pop(sock, None)
             self._clients.discard(sock)
             sock.close()
             name = svc.name
@@ -223,6 +238,7 @@ class TCPGateway:
             except RegistryError as err:
                 log.info("find %s: %s, closing", peer, err)
                 return
+            self._settle()
             reply = self.registry.find(pairs).encode("utf-8")
             sock.settimeout(self.find_timeout)  # the whole reply: sendall's timeout is overall
             sock.sendall(reply)
@@ -234,6 +250,40 @@ class TCPGateway:
             self._waiting.pop(sock, None)
             self._clients.discard(sock)
             sock.close()
+
+    def _settle(self) -> None:
+        """Let registrations that already reached the server be applied first.
+
+        A real registry's find takes milliseconds, so a registration sent on
+        another connection at the same moment as a find is practically
+        always in its answer (registry4.md §9), and clients rely on it. Here
+        the find could overtake it: so yield to the hub while the new port
+        has a connection to accept or an unnamed connection has bytes to
+        read, and wait up to ``_GRACE`` for a just-opened new connection to
+        send its name. With no fresh new connection this costs one poll.
+        """
+        give_up = time.monotonic() + _GRACE
+        for _ in range(_SETTLE_ROUNDS):
+            gevent.sleep(0)
+            if self._registrations_pending():
+                continue
+            now = time.monotonic()
+            if now >= give_up or not any(now - self._unnamed[sock] < _FRESH
+                                         for sock in self._youngest()):
+                return
+            gevent.sleep(_GRACE / 10)
+
+    def _registrations_pending(self) -> bool:
+        poller = select.poll()
+        listener = getattr(self._servers["new"], "socket", None)  # gone once stopped
+        if listener is not None:
+            poller.register(listener.fileno(), select.POLLIN)
+        for sock in self._youngest():
+            poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+    def _youngest(self) -> list[GeventSocket]:
+        return list(itertools.islice(reversed(self._unnamed), _YOUNGEST))
 
     # -- event ---------------------------------------------------------------
 

@@ -43,8 +43,10 @@ import gevent
 from gevent.event import Event
 
 from ..errors import RegistryError
+from ..limits import DEFAULT_LIMITS, Limits, service_error
 from ..wire import format_service, service_name_error, unquote
 from .state import GONE, Registry, Service, persist_value
+from .store import StoreError
 
 try:
     from kazoo.client import KazooClient, KazooState
@@ -99,7 +101,8 @@ def _decode(data: bytes) -> tuple[str, str, list[tuple[str, str]]]:
 def _apply(attrs: list[tuple[str, str]], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``attrs`` after a write of ``pairs``, in Inferno's order."""
     scratch = Service(0, "", 0)
-    scratch.attrs = list(attrs)
+    for attr, value in reversed(attrs):  # set() puts each in front: same order
+        scratch.set(attr, value)
     for attr, value in pairs:
         scratch.set(attr, value)
     return scratch.attrs
@@ -117,11 +120,12 @@ class ZooKeeperStore(Registry):
         hosts: str,
         root: str = "/regmgr",
         *,
+        limits: Limits = DEFAULT_LIMITS,
         session_timeout: float = 5.0,
         write_timeout: Optional[float] = None,
         connect_timeout: float = 15.0,
     ) -> None:
-        super().__init__()
+        super().__init__(limits)
         self.hosts = hosts
         self.root = "/" + root.strip("/")
         self.session_timeout = session_timeout
@@ -144,20 +148,20 @@ class ZooKeeperStore(Registry):
     # -- lifetime --------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect, load the mirror; ``RuntimeError`` if the ensemble does not answer."""
+        """Connect, load the mirror; :class:`StoreError` if the ensemble does not answer."""
         try:
             self._zk.start(timeout=self.connect_timeout)
             self._zk.ensure_path(self._services)
         except Exception as err:
             self._zk.stop()
-            raise RuntimeError(f"cannot reach ZooKeeper at {self.hosts}: {err}") from err
+            raise StoreError(f"cannot reach ZooKeeper at {self.hosts}: {err}") from err
         self._cache = TreeCache(self._zk, self._services)
         self._cache.listen(self._on_tree)
         self._cache.listen_fault(lambda err: log.error("zookeeper mirror: %r", err))
         self._cache.start()
         if not self._initialized.wait(self.connect_timeout):
             self.close()
-            raise RuntimeError(f"ZooKeeper at {self.hosts}: mirror not loaded in "
+            raise StoreError(f"ZooKeeper at {self.hosts}: mirror not loaded in "
                                f"{self.connect_timeout} s")
         log.info("zookeeper store %s%s: session 0x%x, %d services",
                  self.hosts, self.root, self.session_id, len(self))
@@ -254,11 +258,8 @@ class ZooKeeperStore(Registry):
                 have = None
         if have is None:
             have = svc if svc is not None and not svc.removed else self.create(owner)
-            have.name = name
-            self._by_name[name] = have
-        have.attrs.clear()
-        for attr, value in reversed(attrs):  # set() puts each in front: same order
-            have.set(attr, value)
+        self._name(have, name)
+        have.attrs = attrs  # replaces all, in this order (and drops the cached line)
         have.vers += 1
         self._nodes[name] = node
         self._changed()
@@ -317,15 +318,22 @@ class ZooKeeperStore(Registry):
             error = service_name_error(name)
             if error is not None:
                 raise RegistryError(error)
-            odd = len(words) % 2 == 1
-            attrs = [] if odd else _apply([], list(zip(words[0::2], words[1::2])))
-            self._create(svc, name, attrs)
-            if odd:
+            if len(words) % 2:
+                self._create(svc, name, [])  # named although the write fails, as in Inferno
                 raise RegistryError("odd attribute/value pairs")
+            pairs = list(zip(words[0::2], words[1::2]))
+            error = self._limit_error(svc, name, pairs)
+            if error is not None:
+                raise RegistryError(error)
+            self._create(svc, name, _apply([], pairs))
             return
         if len(words) % 2:
             raise RegistryError("odd attribute/value pairs")
-        self._update(svc, list(zip(words[0::2], words[1::2])))
+        pairs = list(zip(words[0::2], words[1::2]))
+        error = self._limit_error(svc, None, pairs)
+        if error is not None:
+            raise RegistryError(error)
+        self._update(svc, pairs)
 
     def _create(self, svc: Service, name: str, attrs: list[tuple[str, str]]) -> None:
         path, data = self._path(name), _encode(svc.owner, name, attrs)
@@ -405,9 +413,9 @@ class ZooKeeperStore(Registry):
 
     def add_static(self, name: str, attrs: Iterable[tuple[str, str]], owner: str = "registry") -> bool:
         """A persistent service of the static database; a peer's load of it counts."""
-        if service_name_error(name) is not None:
-            return False
         pairs = _apply([], list(attrs))
+        if service_name_error(name) is not None or service_error(name, dict(pairs), self.limits):
+            return False
         try:
             _, stat = self._call("create", self._path(name), _encode(owner, name, pairs),
                                  include_data=True)

@@ -9,6 +9,7 @@ from gevent.event import Event
 
 from ..backoff import Backoff
 from ..connections import Connection, Services
+from ..listing import ListingParser
 from ..retry import retry_loop
 from ..limits import check_service
 from ..wire import AttrValue, normalize_attrs
@@ -36,15 +37,22 @@ class Monitor(TaskBase):
     registry killed while it answers a find can cut the listing short.
 
     A restarted registry comes back empty and its services re-register over
-    the next moments. So after every (re)start, a service the view already
-    held is reported deleted only if no find has listed it by the end of
-    ``settle`` seconds (0: at once); until then it stays in the view, and if
-    it comes back changed that is one ``on_mod``. Additions, changes and
-    other deletions are reported at once.
+    the next moments; after a partition, a registry may still list the
+    owners' old entries and drop them moments later, when it notices their
+    old connections are gone, before the owners register again. So after
+    every (re)start, a service the view already held is reported deleted
+    only if the find at the end of ``settle`` seconds (0: at once) misses
+    it; until then it stays in the view, and if it comes back changed that
+    is one ``on_mod``. Additions, changes and other deletions are reported
+    at once.
 
     :attr:`stale` is true from a disconnection until the first find after
     the reconnect has been applied; ``on_stale(stale)`` hears each change
     (``True``: the view may be out of date). The callbacks are keyword-only.
+
+    With a connection that offers ``find_text`` (both of regmgr's do), a
+    refresh parses and compares only the services whose listing line
+    changed since the last find (see :class:`~regmgr.listing.ListingParser`).
     """
 
     def __init__(
@@ -70,8 +78,9 @@ class Monitor(TaskBase):
         self._delivering = False
         self._stale = True
         self._settle_until = 0.0
-        self._unconfirmed: set[str] = set()  # in the view, not listed since start()
+        self._unconfirmed: set[str] = set()  # in the view at start(): deletions wait for settle
         self._missing: set[str] = set()  # in the view, not listed by the last find
+        self._listing = ListingParser()  # the last find's lines
 
     def __repr__(self) -> str:
         return f"Monitor({self._attrs!r})"
@@ -95,6 +104,7 @@ class Monitor(TaskBase):
         self._settle_until = time.monotonic() + self.settle
         self._unconfirmed = set(self._services)
         self._missing = set()
+        self._listing.reset()  # the view may lag the last listing: compare it all
         self._wanted.set()
         super().start()
 
@@ -118,8 +128,12 @@ class Monitor(TaskBase):
         # When the settle period ends, a find decides the held deletions.
         self._wanted.wait(self._settle_left() if self._unconfirmed else None)
         self._wanted.clear()
+        find_text = getattr(connection, "find_text", None)
         try:
-            self._apply(connection.find(self._attrs))
+            if find_text is None:
+                self._apply(connection.find(self._attrs), None)
+            else:
+                self._apply(*self._listing.parse(find_text(self._attrs)))
         except Exception:
             self._wanted.set()  # after the retry loop's backoff delay
             raise
@@ -127,14 +141,16 @@ class Monitor(TaskBase):
     def _settle_left(self) -> float:
         return max(0.0, self._settle_until - time.monotonic())
 
-    def _apply(self, found: Services) -> None:
-        """Bring the view to ``found``, one change and one callback at a time."""
-        if self._settle_left():
-            self._unconfirmed -= found.keys()
-        else:
+    def _apply(self, found: Services, changed: Optional[list[str]]) -> None:
+        """Bring the view to ``found``, one change and one callback at a time.
+
+        Only the services named in ``changed`` can differ from the view's
+        (None: any of them can).
+        """
+        if not self._settle_left():
             self._unconfirmed.clear()
         view = self._services
-        missing = {name for name in view if name not in found}
+        missing = view.keys() - found.keys()
         # A registry that dies while it answers a find cuts the listing short,
         # which looks like deletions: only two finds in a row decide one.
         doubtful = missing - self._missing
@@ -145,9 +161,10 @@ class Monitor(TaskBase):
             self._deliver(self.on_del, name, view.pop(name))
             if not self._current():
                 return
-        for name, attrs in found.items():
+        for name in found if changed is None else changed:
+            attrs = found.get(name)
             old = view.get(name)
-            if old == attrs:
+            if attrs is None or old is attrs or old == attrs:
                 continue
             view[name] = attrs
             self._deliver(self.on_add if old is None else self.on_mod, name, attrs)

@@ -1,0 +1,54 @@
+"""ListingParser: successive listings parsed by their changed lines, same result as a full parse."""
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regmgr.errors import ProtocolError
+from regmgr.listing import ListingParser
+from regmgr.wire import format_service, parse_services
+
+
+def test_only_changed_lines_are_named_and_unchanged_attrs_are_kept():
+    parser = ListingParser()
+    first, changed = parser.parse("a x 1\nb x 2\nc x 3\n")
+    assert changed is None and first == {"a": {"x": "1"}, "b": {"x": "2"}, "c": {"x": "3"}}
+    a = first["a"]
+    found, changed = parser.parse("a x 1\nb x 9\nd x 4\ne x 5\n")
+    assert found == {"a": {"x": "1"}, "b": {"x": "9"}, "d": {"x": "4"}, "e": {"x": "5"}}
+    assert sorted(changed) == ["b", "c", "d", "e"] and changed.index("d") < changed.index("e")
+    assert found["a"] is a  # unchanged: the same dict, told apart by identity
+
+
+@pytest.mark.parametrize("text", ["a x 1\na x 2\n", "a x 1\na x 1\n", "a x\n", "a x 1"])
+def test_a_malformed_listing_raises_and_the_next_is_parsed_whole(text):
+    parser = ListingParser()
+    parser.parse("a x 1\n")
+    with pytest.raises(ProtocolError):
+        parser.parse(text)
+    assert parser.parse("a x 1\n") == ({"a": {"x": "1"}}, None)
+
+
+def test_quoted_listings_are_parsed_whole():
+    parser = ListingParser()
+    parser.parse("a x 1\n")
+    assert parser.parse("a x 'two\nlines'\n") == ({"a": {"x": "two\nlines"}}, None)
+
+
+names = st.sampled_from(["a", "b", "c", "d", "e"])
+values = st.sampled_from(["1", "2", "3", "x y", "it's"])
+listings = st.dictionaries(names, st.dictionaries(st.sampled_from(["k", "l"]), values, max_size=2),
+                           max_size=5)
+
+
+@given(st.lists(listings, min_size=1, max_size=6))
+def test_same_services_as_a_full_parse_and_every_difference_named(sequence):
+    parser = ListingParser()
+    before = None
+    for services in sequence:
+        text = "".join(format_service(name, attrs) for name, attrs in services.items())
+        found, changed = parser.parse(text)
+        assert found == parse_services(text) == services
+        if changed is not None:
+            differing = {n for n in set(found) | set(before) if found.get(n) != before.get(n)}
+            assert differing <= set(changed)
+        before = {name: dict(attrs) for name, attrs in found.items()}
