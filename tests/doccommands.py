@@ -4,8 +4,8 @@ A small line-based reader, enough for the documents' own conventions:
 
 * ``.. code-block:: sh`` (or ``bash``, ``shell``, ``console``) blocks are
   shell commands;
-* a ``::`` literal block whose paragraph says "save this as ``FILE`` and run
-  ``COMMAND``" is a file to save and the command that runs it;
+* a ``::`` literal block or a code block whose paragraph says "save this as
+  ``FILE`` and run ``COMMAND``" is a file to save and the command that runs it;
 * any other ``::`` literal block is shell when its first line starts with a
   command word (:data:`COMMAND_WORDS`), a synopsis when that line also shows
   ``[--option]`` brackets, and not a command otherwise (Python, attrdb...);
@@ -81,6 +81,14 @@ def _paragraph_before(lines: list[str], index: int) -> str:
     return " ".join(line.strip() for line in lines[start:index + 1])
 
 
+def _paragraph_ending_before(lines: list[str], index: int) -> str:
+    """The paragraph just above line ``index`` (a directive), or ""."""
+    end = index - 1
+    while end >= 0 and not lines[end].strip():
+        end -= 1
+    return _paragraph_before(lines, end) if end >= 0 else ""
+
+
 def _first_word(text: str) -> str:
     words = text.split()
     return words[0] if words else ""
@@ -105,8 +113,15 @@ def blocks(paths: Iterable[Path]) -> list[Block]:
             directive = _DIRECTIVE.match(line)
             if directive:
                 first, text = _block_after(lines, i, _indent(line))
-                kind = "shell" if directive.group(1) in SHELL_LANGUAGES else "other"
-                found.append(Block(Path(path), first + 1, kind, text))
+                if directive.group(1) in SHELL_LANGUAGES:
+                    found.append(Block(Path(path), first + 1, "shell", text))
+                    continue
+                saved = _SAVE_AND_RUN.search(_paragraph_ending_before(lines, i))
+                if saved:
+                    found.append(Block(Path(path), first + 1, "file", text,
+                                       saved.group(1), saved.group(2)))
+                else:
+                    found.append(Block(Path(path), first + 1, "other", text))
             elif line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
                 first, text = _block_after(lines, i, _indent(line))
                 if text:

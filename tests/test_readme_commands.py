@@ -12,9 +12,9 @@ reader would wait: for what the line starts to be up, or for it to exit.
 Each foreground command must exit 0.
 
 The only commands not run as written are listed in :data:`NOT_RUN`, each
-with the reason and what runs instead; :data:`SUBSTITUTIONS` fills the
-placeholders of the Styx commands, and the test asserts they are the only
-change.
+with the reason and what runs instead. Commands written with placeholders
+(``NAME``, ``attr value``, ``USER``) run in a scenario of :data:`SCENARIOS`
+that fills them, and filling them is the only change.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from doccommands import Block, blocks, command_of, inline_commands
 from regmgr.testing import find_over_tcp
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst"))]
+DOCUMENTS = [ROOT / "README.rst", *sorted((ROOT / "docs").rglob("*.rst"))]
 NETNS_ENV = "REGMGR_DOCTEST_IN_NETNS"
 STEP_TIMEOUT = 60.0
 PIP_USER_CONFIGS = (".config/pip/pip.conf", ".pip/pip.conf")
@@ -53,15 +53,30 @@ NOT_RUN = {
         "takes about 500 s; tests/test_bench_smoke.py runs the harness on a subset",
     "python -m bench --quick":
         "takes over a minute on 2 shared cores; tests/test_bench_smoke.py runs a subset",
+    "python -m bench -s B1,B2 -t tcp":
+        "full-size scenarios take minutes; tests/test_bench_smoke.py runs the harness",
+    "python -m bench > docs/bench-results.md":
+        "about 8 minutes, and it rewrites a file of the tree",
+    "pip install sphinx furo sphinx-argparse":
+        "needs the network (furo and sphinx-argparse are not on this machine's index)",
+    "pip install -e . sphinx furo sphinx-argparse": "the same",
+    "python -m sphinx docs docs/_build/html": "needs the packages above",
+    "python -m sphinx -W -b html docs docs/_build/html": "needs the packages above",
+    "python -m regmgr": "another name for the regmgr command (alone it prints its usage): "
+                        "test_python_m_regmgr_is_the_regmgr_command checks the two agree",
 }
 
-#: The placeholders of the Styx commands in the prose, and what fills them.
-SUBSTITUTIONS = {"NAME": "'tcp!10.0.0.5!8080'", "attr value": "persist 1", "USER": "none"}
-STYX_COMMANDS = [
-    "regmgr serve --styx-port 6675",
-    "regmgr register NAME attr value --transport styx",
-    "regmgr unregister NAME --transport styx --user USER",
-]
+#: Commands written with placeholders, and what fills them in their scenario.
+PLACEHOLDERS = ("NAME", "attr value", "USER")
+SCENARIOS = {
+    "styx": (["regmgr serve --styx-port 6675",
+              "regmgr register NAME attr value --transport styx",
+              "regmgr unregister NAME --transport styx --user USER"],
+             {"NAME": "'tcp!10.0.0.5!8080'", "attr value": "persist 1", "USER": "none"}),
+    "prose": (["regmgr register NAME attr value", "regmgr find attr value",
+               "regmgr watch attr value"],
+              {"NAME": "'tcp!10.0.0.5!8080'", "attr value": "proto http"}),
+}
 
 
 # --- running inside a network namespace of its own -------------------------
@@ -185,13 +200,13 @@ class Shell:
         self._steps += 1
         marker = f"__step {self._steps} exit "
         start = len(self.output())
+        before = set(children(self.proc.pid))  # the jobs already running
         self.type(line)
         self.type(f'echo "{marker}$?"')
         if until is not None:
             wait_for(lambda: until(self.output()[start:]), f"{line!r} to show its output", self)
-            program = shlex.split(command_of(line))[0]
-            targets = [pid for pid in children(self.proc.pid) if program in cmdline(pid)]
-            assert targets, f"no {program} process under the shell"
+            targets = set(children(self.proc.pid)) - before
+            assert targets, f"no process under the shell for {line!r}"
             for pid in targets:
                 os.kill(pid, stop)
         wait_for(lambda: marker in self.output()[start:], f"{line!r} to exit", self)
@@ -236,16 +251,18 @@ def shell_factory(tmp_path):
         shell.close()
 
 
-def run_block(shell: Shell, block: Block) -> dict[str, str]:
-    """Type each line of ``block``, waiting as a reader would; output per line."""
+def run_lines(shell: Shell, lines: list[str]) -> dict[str, str]:
+    """Type each line, waiting as a reader would; the output of each foreground line."""
     outputs = {}
     jobs: list[str] = []  # the names the background jobs registered, in job order
-    for line in block.lines:
+    for line in lines:
         command = command_of(line)
         words = shlex.split(command)
         if command.endswith("&"):
             shell.type(line)
             jobs.append(_wait_for_job(shell, words))
+        elif words[:2] == ["regmgr", "serve"]:  # runs until Ctrl-C
+            outputs[line] = shell.run(line, until=lambda out: "registry listening on" in out)
         elif words[:2] == ["regmgr", "watch"]:
             outputs[line] = shell.run(line, until=lambda out: re.search(r"^\+ ", out, re.M))
         elif words[0] == "kill" and words[1].startswith("%"):
@@ -261,7 +278,8 @@ def run_block(shell: Shell, block: Block) -> dict[str, str]:
 def _wait_for_job(shell: Shell, words: list[str]) -> str:
     """Wait until a background command is up; the service name it registers, if any."""
     if words[:2] == ["regmgr", "serve"]:
-        wait_for(lambda: accepting(6702) and accepting(6703), "the registry", shell)
+        ports = [6702, 6703] + ([6675] if "--styx-port" in words else [])
+        wait_for(lambda: all(accepting(port) for port in ports), "the registry", shell)
         return ""
     if words[:2] == ["regmgr", "register"]:
         wait_for(lambda: words[2] in listed(), f"{words[2]} to be listed", shell)
@@ -288,56 +306,84 @@ def shell_blocks() -> list[Block]:
     return [block for block in blocks(DOCUMENTS) if block.kind == "shell"]
 
 
+def once(found: list[Block]) -> list[Block]:
+    """The first of the blocks with the same text: the same commands run once."""
+    seen: dict[str, Block] = {}
+    for block in found:
+        seen.setdefault(block.text, block)
+    return list(seen.values())
+
+
 def block_id(block: Block) -> str:
-    return f"{block.path.name}-{block.line}"
+    return f"{block.path.relative_to(ROOT)}-{block.line}".replace("/", "-")
 
 
-def is_readme_session(block: Block) -> bool:
-    return block.path.name == "README.rst" and block.lines[0].startswith("regmgr serve &")
+def fill(command: str, substitutions: dict[str, str]) -> str:
+    for placeholder, value in substitutions.items():
+        command = command.replace(placeholder, value)
+    return command
+
+
+def has_placeholders(command: str) -> bool:
+    return any(placeholder in command for placeholder in PLACEHOLDERS)
+
+
+def is_cli_session(block: Block) -> bool:
+    return (block.lines[0].startswith("regmgr serve &")
+            and any(line.startswith("regmgr watch") for line in block.lines))
 
 
 def is_fresh_machine(block: Block) -> bool:
     return any(command_of(line).startswith("pip install . ") for line in block.lines)
 
 
+def runnable(block: Block) -> list[str]:
+    return [line for line in block.lines if command_of(line) not in NOT_RUN]
+
+
+def generic_blocks() -> list[Block]:
+    return [block for block in once(shell_blocks())
+            if runnable(block) and not is_fresh_machine(block) and not is_cli_session(block)
+            and not any(has_placeholders(line) for line in block.lines)]
+
+
 def test_the_documents_have_commands():
     kinds = {block.kind for block in blocks(DOCUMENTS)}
-    assert {"shell", "file", "synopsis"} <= kinds
-    assert shell_blocks() and inline_commands(DOCUMENTS)
+    assert "shell" in kinds and shell_blocks() and inline_commands(DOCUMENTS)
+    assert any(is_cli_session(block) for block in shell_blocks())
+    assert any(is_fresh_machine(block) for block in shell_blocks())
 
 
-def test_every_inline_command_is_run():
-    """A command in the prose is run if it begins a line some test runs."""
-    run = [command_of(line) for block in shell_blocks() for line in block.lines
-           if command_of(line) not in NOT_RUN]
+def test_every_command_is_run():
+    """Each command is run by a test here, or listed in NOT_RUN with its reason."""
+    run = [command_of(line) for block in shell_blocks() for line in runnable(block)
+           if not has_placeholders(line)]
     run += ["regmgr serve"]  # start_registry
     run += [block.command for block in blocks(DOCUMENTS) if block.kind == "file"]
-    run += STYX_COMMANDS
-    missing = [f"{item.path.name}:{item.line}: {item.text}" for item in inline_commands(DOCUMENTS)
-               if item.text not in NOT_RUN
-               and not any(line == item.text or line.startswith(item.text + " ") for line in run)]
-    assert not missing, "commands in the prose that no test runs:\n" + "\n".join(missing)
+    run += [command for commands, _ in SCENARIOS.values() for command in commands]
+    commands = [(f"{item.path.name}:{item.line}", item.text) for item in inline_commands(DOCUMENTS)]
+    commands += [(str(block), command_of(line)) for block in shell_blocks()
+                 for line in block.lines]
+    run += [part.strip() for line in run for part in line.split("&&")]
+    missing = [f"{where}: {text}" for where, text in commands if text not in NOT_RUN
+               and not any(line == text or line.startswith(text + " ") for line in run)]
+    assert not missing, "commands no test runs (add them to a scenario):\n" + "\n".join(missing)
 
 
 def test_the_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    for block in shell_blocks():
-        for line in block.lines:
-            if command_of(line) in NOT_RUN and "pytest" in line:
-                assert command_of(line) in ci
+    commands = [command_of(line) for block in shell_blocks() for line in block.lines]
+    assert "pip install -e '.[test]' && python -m pytest -q" in commands
+    assert "pip install -e '.[test]' && python -m pytest -q" in ci
 
 
-@pytest.mark.parametrize("block", [b for b in shell_blocks() if not is_fresh_machine(b)
-                                   and not is_readme_session(b)
-                                   and not all(command_of(x) in NOT_RUN for x in b.lines)],
-                         ids=block_id)
+@pytest.mark.parametrize("block", generic_blocks(), ids=block_id)
 @in_own_netns
 def test_shell_block(block, shell_factory):
     """Each shell block, typed line by line; a registry runs if the block starts none."""
-    assert not [line for line in block.lines if command_of(line) in NOT_RUN], block
     if not any(command_of(line).startswith("regmgr serve") for line in block.lines):
         start_registry(shell_factory)
-    outputs = run_block(shell_factory(), block)
+    outputs = run_lines(shell_factory(), runnable(block))
     for line, out in outputs.items():  # what the comments promise
         words = shlex.split(command_of(line))
         if words[:2] == ["regmgr", "find"]:
@@ -346,19 +392,20 @@ def test_shell_block(block, shell_factory):
             assert re.search(r"^[{[]", out, re.M), out  # a JSON reply (curl's meter aside)
 
 
+@pytest.mark.parametrize("block", [b for b in once(shell_blocks()) if is_cli_session(b)],
+                         ids=block_id)
 @in_own_netns
-def test_the_readme_shell_session(shell_factory):
-    """The README's shell block shows what it says: found, watched, gone."""
-    [block] = [b for b in shell_blocks() if is_readme_session(b)]
-    outputs = run_block(shell_factory(), block)
+def test_the_cli_session(block, shell_factory):
+    """The command-line session shows what it says: found, watched."""
+    outputs = run_lines(shell_factory(), block.lines)
     find = next(out for line, out in outputs.items() if line.startswith("regmgr find"))
     assert "tcp!10.0.0.5!8080 proto http" in find
     watch = next(out for line, out in outputs.items() if line.startswith("regmgr watch"))
     assert re.search(r"^\+ tcp!10\.0\.0\.5!8080 proto http$", watch, re.M)
 
 
-@pytest.mark.parametrize("block", [b for b in blocks(DOCUMENTS) if b.kind == "file"],
-                         ids=lambda b: f"{b.path.name}-{b.line}")
+@pytest.mark.parametrize("block", once([b for b in blocks(DOCUMENTS) if b.kind == "file"]),
+                         ids=block_id)
 @in_own_netns
 def test_saved_program(block, shell_factory, tmp_path):
     """"Save as FILE and run COMMAND": it registers, and SIGTERM unregisters it."""
@@ -377,32 +424,45 @@ def test_saved_program(block, shell_factory, tmp_path):
     assert "Traceback" not in shell.output(), shell.output()
 
 
+def test_placeholder_commands_belong_to_a_scenario():
+    """Commands with placeholders run in a scenario; its filling is the only change."""
+    written = {item.text for item in inline_commands(DOCUMENTS)}
+    written |= {command_of(line) for block in shell_blocks() for line in block.lines}
+    claimed = {command for commands, _ in SCENARIOS.values() for command in commands}
+    assert {text for text in written if has_placeholders(text)} <= claimed
+    for commands, substitutions in SCENARIOS.values():
+        assert set(substitutions) <= set(PLACEHOLDERS)
+        for command in commands:
+            assert command in written, f"{command!r} is no longer in the documents"
+
+
 @in_own_netns
-def test_styx_commands_in_the_prose(shell_factory):
-    """serve --styx-port, register --transport styx, unregister --user, placeholders filled."""
-    found = {item.text for item in inline_commands(DOCUMENTS)}
-    assert set(STYX_COMMANDS) <= found
-    filled = []
-    for command in STYX_COMMANDS:
-        for placeholder, value in SUBSTITUTIONS.items():
-            command = command.replace(placeholder, value)
-        filled.append(command)
-    serve, register, unregister = filled
+def test_styx_scenario(shell_factory):
+    """serve --styx-port, register --transport styx (persist 1), Ctrl-C, unregister --user."""
+    commands, substitutions = SCENARIOS["styx"]
+    serve, register, unregister = (fill(command, substitutions) for command in commands)
+    name = shlex.split(substitutions["NAME"])[0]
     shell = shell_factory()
-    shell.type(serve + " &")
-    wait_for(lambda: accepting(6702) and accepting(6675), "regmgr serve", shell)
-    shell.type(register + " &")
-    name = shlex.split(SUBSTITUTIONS["NAME"])[0]
-    wait_for(lambda: listed().get(name) == {"persist": "1"}, f"{name} registered", shell)
-    shell.run("kill -INT %2 && wait %2")  # the register job ends; persist 1 keeps the entry
+    run_lines(shell, [serve + " &", register + " &"])
     assert listed() == {name: {"persist": "1"}}
-    assert shlex.split(unregister) == ["regmgr", "unregister", name, "--transport", "styx",
-                                       "--user", "none"]  # only the placeholders changed
+    shell.run("kill -INT %2 && wait %2")  # Ctrl-C the register job: persist 1 keeps the entry
+    assert listed() == {name: {"persist": "1"}}
     shell.run(unregister)
     assert listed() == {}
 
 
-@pytest.mark.parametrize("block", [b for b in shell_blocks() if is_fresh_machine(b)],
+@in_own_netns
+def test_prose_scenario(shell_factory):
+    """The front page's one-line commands: register, find and watch."""
+    commands, substitutions = SCENARIOS["prose"]
+    register, find, watch = (fill(command, substitutions) for command in commands)
+    start_registry(shell_factory)
+    outputs = run_lines(shell_factory(), [register + " &", find, watch])
+    assert re.search(r"^tcp!10\.0\.0\.5!8080 proto http$", outputs[find], re.M)
+    assert re.search(r"^\+ tcp!10\.0\.0\.5!8080 proto http$", outputs[watch], re.M)
+
+
+@pytest.mark.parametrize("block", [b for b in once(shell_blocks()) if is_fresh_machine(b)],
                          ids=block_id)
 @in_own_netns
 def test_fresh_machine(block, shell_factory, tmp_path):
@@ -420,7 +480,7 @@ def test_fresh_machine(block, shell_factory, tmp_path):
     [packages] = list(venv.glob("lib/python*/site-packages"))
     (packages / "_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     shell = shell_factory(cwd=copy, path_prefix=str(venv / "bin"))
-    outputs = run_block(shell, block)
+    outputs = run_lines(shell, runnable(block))
     assert any("# done" in out for out in outputs.values()), shell.output()
 
 
@@ -433,3 +493,12 @@ def test_synopses_name_real_options():
                                    capture_output=True, text=True, timeout=60).stdout
         for option in re.findall(r"\[(-[-\w]+)", block.text):
             assert option in help_text, f"{block}: {option} is not an option of {words[:2]}"
+
+
+def test_python_m_regmgr_is_the_regmgr_command():
+    as_module = subprocess.run([sys.executable, "-m", "regmgr", "--help"],
+                               capture_output=True, text=True, timeout=60)
+    script = Path(sys.executable).with_name("regmgr")
+    as_script = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert as_module.returncode == as_script.returncode == 0
+    assert as_module.stdout == as_script.stdout
