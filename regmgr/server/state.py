@@ -2,8 +2,8 @@
 
 This reproduces the semantics of Inferno's ``ndb/registry`` (registry4.md
 §3-5) so that the TCP gateway and the Styx file server are thin frontends.
-Services are indexed by id and by name; only :meth:`Registry.find` and
-:meth:`Registry.index` walk the whole table. The listing order is Inferno's:
+Services are indexed by id, by name and by attribute (:mod:`.index`):
+only :meth:`Registry.index` and finds matching much of the table walk it. The listing order is Inferno's:
 a slot table where a removal moves the last service into the freed slot.
 
 Every write is checked against :class:`~regmgr.limits.Limits` before it
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Optional
 
 from ..errors import RegistryError
 from ..limits import DEFAULT_LIMITS, Limits, service_error
 from ..wire import format_service, quote, service_name_error, unquote
+from .index import AttrIndex
 
 __all__ = ["Filter", "Registry", "Service", "Watcher", "parse_filter", "persist_value"]
 
@@ -32,6 +34,7 @@ GONE = "buggy program!"
 Filter = list[tuple[str, str]]
 
 _LEADING_INT = re.compile(r"\s*[+-]?\d+")
+_SLOT = attrgetter("slot")
 
 
 def _qlen(word: str) -> int:
@@ -59,7 +62,7 @@ class Service:
     """One entry of the registry: anonymous until its first write names it."""
 
     __slots__ = ("id", "owner", "name", "values", "order", "size", "slot", "vers", "removed",
-                 "_line")
+                 "index", "_line")
 
     def __init__(self, id: int, owner: str, slot: int) -> None:
         self.id = id
@@ -71,6 +74,8 @@ class Service:
         self.slot = slot
         self.vers = 0
         self.removed = False
+        #: The registry's attribute index while this service is in it (set() keeps it exact).
+        self.index: Optional[AttrIndex[Service]] = None
         self._line: Optional[str] = None
 
     @property
@@ -81,6 +86,8 @@ class Service:
     @attrs.setter
     def attrs(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Replace every attribute: ``pairs`` in listing order (a later duplicate wins)."""
+        if self.index is not None:
+            self.index.remove(self, self.values)
         self.values = {}
         self.order = []
         self.size = 0
@@ -100,6 +107,8 @@ class Service:
         """
         self._line = None
         old = self.values.get(attr)
+        if self.index is not None:
+            self.index.assign(self, attr, old, value)
         if old is not None:
             i = self.order.index(attr)
             self.order[:i] = self.order[i - 1::-1] if i else []
@@ -157,6 +166,7 @@ class Registry:
         self._slots: list[Service] = []
         self._by_id: dict[int, Service] = {}
         self._by_name: dict[str, Service] = {}
+        self._index: AttrIndex[Service] = AttrIndex()
         self._next_id = 0
         self._listeners: list[Callable[[int], None]] = []
 
@@ -185,6 +195,7 @@ class Registry:
     def create(self, owner: str) -> Service:
         """Open ``new``: an anonymous service that lists nowhere until named."""
         svc = Service(self._next_id, owner, len(self._slots))
+        svc.index = self._index
         self._next_id += 1
         self._slots.append(svc)
         self._by_id[svc.id] = svc
@@ -293,6 +304,8 @@ class Registry:
 
     def _drop(self, svc: Service) -> None:
         svc.removed = True
+        self._index.remove(svc, svc.values)
+        svc.index = None
         del self._by_id[svc.id]
         last = self._slots.pop()
         if last is not svc:
@@ -305,11 +318,22 @@ class Registry:
     # -- listings ------------------------------------------------------------
 
     def find(self, pairs: Filter) -> str:
-        """Every named service matching all pairs (``*`` matches any value)."""
-        return "".join(
-            svc.line for svc in self._slots
-            if svc.name is not None and (not pairs or svc.matches(pairs))
-        )
+        """Every named service matching all pairs (``*`` matches any value), in slot order.
+
+        Only named services hold attributes, so a filter's candidates are
+        the index's smallest set for one of its pairs: sorted by slot when
+        few, else picked out of the slot table in one walk.
+        """
+        if not pairs:
+            return "".join(svc.line for svc in self._slots if svc.name is not None)
+        candidates = self._index.smallest(pairs)
+        if len(candidates) * 5 < len(self._slots):
+            chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
+        else:
+            chosen = [svc for svc in self._slots if svc in candidates]
+        if len(pairs) > 1:
+            chosen = [svc for svc in chosen if svc.matches(pairs)]
+        return "".join(svc.line for svc in chosen)
 
     def index(self) -> str:
         return self.find([])

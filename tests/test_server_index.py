@@ -1,0 +1,60 @@
+"""Registry.find through the attribute index: the same listing, in slot order, as a full walk."""
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regmgr.server.state import Registry
+
+
+def walk(registry, pairs):
+    """What a find must list: every named service matching all pairs, in slot order."""
+    return "".join(svc.line for svc in registry.services() if svc.matches(pairs))
+
+
+attrs = st.sampled_from(["a", "b", "c"])
+values = st.sampled_from(["1", "2", "3"])
+steps = st.lists(st.one_of(
+    st.tuples(st.just("new"), st.integers(0, 7), st.lists(st.tuples(attrs, values), max_size=3)),
+    st.tuples(st.just("write"), st.integers(0, 7), st.lists(st.tuples(attrs, values), max_size=3)),
+    st.tuples(st.just("drop"), st.integers(0, 7), st.just([])),
+), max_size=30)
+filters = st.lists(st.tuples(attrs, st.sampled_from(["1", "2", "3", "*"])), min_size=1,
+                   max_size=3)
+
+
+@settings(max_examples=200)
+@given(steps, st.lists(filters, min_size=1, max_size=4))
+def test_every_find_matches_a_full_walk(steps, queries):
+    registry = Registry()
+    live = {}
+    for op, key, pairs in steps:
+        words = " ".join(f"{a} {v}" for a, v in pairs)
+        if op == "new" and key not in live:
+            live[key] = svc = registry.create("me")
+            registry.write(svc, f"s{key} {words}")
+        elif op == "write" and key in live and pairs:
+            registry.write(live[key], words)
+        elif op == "drop" and key in live:
+            registry.release(live.pop(key))
+        for pairs in queries:
+            assert registry.find(pairs) == walk(registry, pairs)
+
+
+def test_a_selective_find_in_a_large_table():
+    registry = Registry()
+    for i in range(1000):
+        registry.write(registry.create("me"), f"s{i} shard {i % 10} all x")
+    for i in range(0, 1000, 3):
+        registry.release(registry.get(f"s{i}"))
+    for pairs in ([("shard", "7")], [("all", "x")], [("shard", "*"), ("all", "x")],
+                  [("shard", "7"), ("all", "y")], [("none", "*")]):
+        assert registry.find(pairs) == walk(registry, pairs)
+    assert registry.find([("shard", "7")]).count("\n") == len(
+        [i for i in range(1000) if i % 10 == 7 and i % 3])
+
+
+def test_replaced_attributes_leave_the_index():
+    registry = Registry()
+    svc = registry.create("me")
+    registry.write(svc, "s a 1")
+    svc.attrs = [("b", "2")]
+    assert registry.find([("a", "1")]) == "" and registry.find([("b", "2")]) == "s b 2\n"
