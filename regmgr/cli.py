@@ -114,12 +114,12 @@ def _refused(err: BaseException) -> bool:
     return False
 
 
-def _failure(command: str, err: BaseException, address: str) -> str:
+def _failure(prefix: str, err: BaseException, address: str) -> str:
     """One line for a failed operation; a refused connection says what to do."""
     if _refused(err):
-        return (f"regmgr {command}: no registry at {address} (connection refused): "
+        return (f"{prefix}: no registry at {address} (connection refused): "
                 f"start one with 'regmgr serve', or name yours with --host and the port options")
-    return f"regmgr {command}: {err}"
+    return f"{prefix}: {err}"
 
 
 def _hint_if_unreachable(mgr: RegMgr, command: str, address: str) -> None:
@@ -162,7 +162,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     try:
         found = _connection(args).find(_pairs(args.attrs))
     except TRANSIENT_ERRORS as err:
-        print(_failure("find", err, _address(args, "find_port")), file=sys.stderr)
+        print(_failure("regmgr find", err, _address(args, "find_port")), file=sys.stderr)
         return 1
     for name, attrs in found.items():
         sys.stdout.write(f"{name}\n" if args.names else format_service(name, attrs))
@@ -176,7 +176,7 @@ def cmd_unregister(args: argparse.Namespace) -> int:
     try:
         Styx(args.host, args.styx_port, user=args.user).remove(args.name)
     except TRANSIENT_ERRORS as err:
-        print(_failure(f"unregister {args.name}", err, _address(args, "styx_port")),
+        print(_failure(f"regmgr unregister: {args.name}", err, _address(args, "styx_port")),
               file=sys.stderr)
         return 1
     return 0

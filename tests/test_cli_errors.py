@@ -46,7 +46,7 @@ def test_unregister_with_no_registry_says_where_and_what_to_do():
     code, stderr = run("unregister", "svc", "--styx-port", port)
     assert code == 1
     assert_one_line(stderr)
-    assert stderr.startswith(f"regmgr unregister svc: no registry at 127.0.0.1:{port}")
+    assert stderr.startswith(f"regmgr unregister: svc: no registry at 127.0.0.1:{port}")
 
 
 @pytest.mark.parametrize("args", [
