@@ -9,7 +9,7 @@ import argparse
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence, Union
 
 import gevent
 from gevent.event import Event
@@ -134,9 +134,11 @@ def _connection(args: argparse.Namespace) -> Connection:
     """The transport the client options name."""
     from .connections import TCP, Styx
 
+    hosts = [host for host in args.host.split(",") if host]  # several: failover, in turn
+    host: Union[str, list[str]] = hosts[0] if len(hosts) == 1 else hosts
     if args.transport == "styx":
-        return Styx(args.host, args.styx_port, user=args.user)
-    return TCP(args.host, new_port=args.new_port, find_port=args.find_port,
+        return Styx(host, args.styx_port, user=args.user)
+    return TCP(host, new_port=args.new_port, find_port=args.find_port,
                event_port=args.event_port)
 
 
@@ -271,7 +273,9 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
     A Styx-only command still takes ``--transport styx``, so the same
     options work for every command.
     """
-    parser.add_argument("--host", default="127.0.0.1", help="registry host (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="registry host, or several comma-separated (frontends of one "
+                             "replicated registry, tried in turn) (default %(default)s)")
     if not tcp:
         parser.add_argument("--transport", choices=("styx",), default="styx",
                             help="only Styx can remove a service (default %(default)s)")

@@ -25,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult
@@ -131,6 +132,7 @@ class StyxRegistration:
         self._limit = limit
         self._ended: AsyncResult = AsyncResult()  # None: closed; an exception: lost
         self._closed = False
+        self._notify: Optional[Callable[[Optional[Exception]], object]] = None
 
     def __repr__(self) -> str:
         return f"<StyxRegistration {self.name!r} on {self._session.label}>"
@@ -167,7 +169,35 @@ class StyxRegistration:
         if self._ended.ready():
             self._ended.get()  # raises if the registration was lost
             return
-        raise ConnectionError(f"{self._session.label} {self.name!r}: {self._session.error}")
+        raise self._session_lost()
+
+    def _session_lost(self) -> ConnectionError:
+        return ConnectionError(f"{self._session.label} {self.name!r}: {self._session.error}")
+
+    def notify(self, callback: Callable[[Optional[Exception]], object]) -> None:
+        self._notify = callback
+        self._ended.rawlink(self._on_ended)
+        if not self._session.alive:
+            gevent.get_hub().loop.run_callback(self._end, self._session_lost())
+            return
+        ends = _ends.get(self._session)
+        if ends is None:
+            ends = _ends[self._session] = _SessionEnds(self._session)
+        ends.waiting[self] = None
+
+    def _on_ended(self, ended: AsyncResult) -> None:
+        error = ended.exception
+        self._end(error if isinstance(error, Exception) else None)
+
+    def _end(self, error: Optional[Exception]) -> None:
+        callback, self._notify = self._notify, None
+        if callback is None:
+            return
+        self._ended.unlink(self._on_ended)
+        ends = _ends.get(self._session)
+        if ends is not None:
+            ends.waiting.pop(self, None)
+        callback(error)
 
     def close(self) -> None:
         if self._closed:
@@ -178,6 +208,23 @@ class StyxRegistration:
         self._session.clunk(self._fid)  # unregisters, unless the service persists
         self._session.release()
 
+
+class _SessionEnds:
+    """The registrations of one session waiting in ``notify()``: one link on its death for all.
+
+    (A link per registration would make each one's end O(registrations).)
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.waiting: dict[StyxRegistration, None] = {}
+        session.dead.rawlink(self._dead)  # the session holds this; this does not hold it
+
+    def _dead(self, _: object) -> None:
+        for registration in list(self.waiting):
+            registration._end(registration._session_lost())
+
+
+_ends: weakref.WeakKeyDictionary[Session, _SessionEnds] = weakref.WeakKeyDictionary()
 
 Filter = tuple[tuple[str, str], ...]
 
@@ -283,6 +330,24 @@ class StyxFinder:
                 return b"".join(chunks)
 
 
+def _registries(host: object, port: int) -> list[tuple[str, int]]:
+    """Every registry a Styx connection may dial: ``host`` or a list of hosts
+    (on ``port``) and ``(host, port)`` tuples."""
+    entries = [host] if isinstance(host, str) else host
+    if not isinstance(entries, Sequence) or not entries:
+        raise TypeError(f"host must be str or a non-empty list of registries, not {host!r}")
+    out: list[tuple[str, int]] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append((entry, port))
+        elif (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
+              and isinstance(entry[1], int)):
+            out.append(entry)
+        else:
+            raise TypeError(f"a registry is a host str or (host, port), not {entry!r}")
+    return out
+
+
 class Styx:
     """Reach a registry over Styx, as Inferno exports it on port 6675.
 
@@ -301,19 +366,24 @@ class Styx:
     hangs, or a host or link that goes silent, ends the session within
     about ``probe_interval + probe_timeout`` seconds (8 s by default), and
     the manager reconnects.
+
+    ``host`` may be a list of registries, the frontends of one replicated
+    registry (``regmgr serve --store zookeeper://...``): hosts on ``port``, or
+    ``(host, port)`` tuples. Each new session (each reconnection) dials the
+    next one.
     """
 
-    def __init__(self, host: str, port: int = 6675, *, user: str = "none",
+    def __init__(self, host: Union[str, Sequence[Union[str, tuple[str, int]]]],
+                 port: int = 6675, *, user: str = "none",
                  msize: int = 65536 + ninep.IOHDRSZ, connect_timeout: float = 5.0,
                  probe_interval: float = PROBE_INTERVAL,
                  probe_timeout: float = PROBE_TIMEOUT) -> None:
-        if not isinstance(host, str):
-            raise TypeError(f"host must be str, not {type(host).__name__}")
         check_probe_options(probe_interval, probe_timeout)
+        self.registries = _registries(host, port)
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
-        self.host = host
-        self.port = port
+        self.host, self.port = self.registries[0]
+        self._dialled = 0  # sessions dialled so far: each new one moves along the list
         self.user = user
         self.msize = msize
         self.connect_timeout = connect_timeout
@@ -324,13 +394,16 @@ class Styx:
 
     def __getstate__(self) -> dict[str, object]:
         """Only the configuration pickles; a copy dials its own session when first used."""
-        return {"host": self.host, "port": self.port, "user": self.user, "msize": self.msize,
+        host = self.host if len(self.registries) == 1 else self.registries
+        return {"host": host, "port": self.port, "user": self.user, "msize": self.msize,
                 "connect_timeout": self.connect_timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         Styx.__init__(self, **state)
 
     def __repr__(self) -> str:
+        if len(self.registries) > 1:
+            return f"Styx({self.registries!r}, user={self.user!r})"
         return f"Styx({self.host!r}, port={self.port}, user={self.user!r})"
 
     def _acquire(self) -> Session:
@@ -339,6 +412,8 @@ class Styx:
             session = self._session
             if session is None or not session.alive:
                 self._sent_before += session.sent if session is not None else 0
+                self.host, self.port = self.registries[self._dialled % len(self.registries)]
+                self._dialled += 1
                 session = Session.connect(self.host, self.port, self.user, self.msize,
                                           self.connect_timeout, self.probe_interval,
                                           self.probe_timeout)

@@ -33,9 +33,9 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import gevent
 import gevent.socket
@@ -172,6 +172,8 @@ class TCPRegistration:
         self._sock = sock
         self._label = label
         self._closed = False
+        self._notify: Optional[Callable[[Optional[Exception]], object]] = None
+        self._watcher: Any = None  # the hub's io watcher while notify() waits
 
     def update(self, attrs: Mapping[str, str]) -> None:
         if not attrs:
@@ -193,13 +195,68 @@ class TCPRegistration:
         if not self._closed:
             raise ConnectionError(f"{self._label}: closed by the registry")
 
+    def notify(self, callback: Callable[[Optional[Exception]], object]) -> None:
+        loop = gevent.get_hub().loop
+        self._notify = callback
+        if self._closed:
+            loop.run_callback(self._end, None)
+            return
+        self._watcher = loop.io(self._sock.fileno(), 1)  # readable: data, EOF or an error
+        self._watcher.start(self._readable)
+
+    def _readable(self) -> None:
+        """The socket is readable (in the hub): the gateway closed it, or it broke."""
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(0.0)  # never switch: this runs in the hub
+        try:
+            if self._sock.recv(1024):
+                return  # the gateway never sends anything here
+            error = ConnectionError(f"{self._label}: closed by the registry")
+        except BlockingIOError:
+            return
+        except OSError as err:
+            error = ConnectionError(f"{self._label}: {err}")
+        finally:
+            self._sock.settimeout(timeout)
+        self._end(error)
+
+    def _end(self, error: Optional[Exception]) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        callback, self._notify = self._notify, None
+        if callback is not None:
+            callback(error)
+
     def close(self) -> None:
+        if self._notify is not None and not self._closed:
+            self._end(None)
         self._closed = True
         self._sock.close()
 
     @property
     def peer_closed(self) -> bool:
         return _peer_closed(self._sock)
+
+
+def _registries(host: object, ports: tuple[int, int, int]
+                ) -> list[tuple[str, int, int, int]]:
+    """Every registry a TCP connection may use: ``host`` or a list of hosts
+    (the given ports) and ``(host, new_port, find_port, event_port)`` tuples."""
+    entries = [host] if isinstance(host, str) else host
+    if not isinstance(entries, Sequence) or not entries:
+        raise TypeError(f"host must be str or a non-empty list of registries, not {host!r}")
+    out: list[tuple[str, int, int, int]] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append((entry, *ports))
+        elif (isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[0], str)
+              and all(isinstance(port, int) for port in entry[1:])):
+            out.append(entry)
+        else:
+            raise TypeError(f"a registry is a host str or (host, new_port, find_port, "
+                            f"event_port), not {entry!r}")
+    return out
 
 
 class TCP:
@@ -215,11 +272,16 @@ class TCP:
     link that goes silent, is noticed within about ``probe_interval +
     probe_timeout`` seconds (8 s by default): the event stream fails, the
     manager disconnects and reconnects.
+
+    ``host`` may be a list of registries, the frontends of one replicated
+    registry (``regmgr serve --store zookeeper://...``): hosts on the given
+    ports, or ``(host, new_port, find_port, event_port)`` tuples. Each
+    reconnection (each :meth:`open_event` after the first) moves to the next.
     """
 
     def __init__(
         self,
-        host: str,
+        host: Union[str, Sequence[Union[str, tuple[str, int, int, int]]]],
         new_port: int = 6701,
         find_port: int = 6702,
         event_port: int = 6703,
@@ -228,28 +290,34 @@ class TCP:
         probe_interval: float = PROBE_INTERVAL,
         probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
-        if not isinstance(host, str):
-            raise TypeError(f"host must be str, not {type(host).__name__}")
         check_probe_options(probe_interval, probe_timeout)
+        self.registries = _registries(host, (new_port, find_port, event_port))
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
-        self.host = host
-        self.new_port = new_port
-        self.find_port = find_port
-        self.event_port = event_port
         self.connect_timeout = connect_timeout
-        self._family = _address_family(host)
+        self._next = 0
+        self._opened = False
+        self._rotate()
         self._confirmations = SharedListing()
+
+    def _rotate(self) -> None:
+        """Use the next registry of the list (the first on the first call)."""
+        self.host, self.new_port, self.find_port, self.event_port = self.registries[self._next]
+        self._next = (self._next + 1) % len(self.registries)
+        self._family = _address_family(self.host)
 
     def __getstate__(self) -> dict[str, object]:
         """Only the configuration pickles: a copy shares no finds in flight."""
-        return {"host": self.host, "new_port": self.new_port, "find_port": self.find_port,
+        host = self.host if len(self.registries) == 1 else self.registries
+        return {"host": host, "new_port": self.new_port, "find_port": self.find_port,
                 "event_port": self.event_port, "connect_timeout": self.connect_timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         TCP.__init__(self, **state)
 
     def __repr__(self) -> str:
+        if len(self.registries) > 1:
+            return f"TCP({self.registries!r})"
         return (f"TCP({self.host!r}, new_port={self.new_port}, "
                 f"find_port={self.find_port}, event_port={self.event_port})")
 
@@ -273,6 +341,11 @@ class TCP:
             return sock
 
     def open_event(self) -> TCPEventStream:
+        """The event stream; each call after the first moves to the next registry
+        of the list, and finds and registrations follow it."""
+        if self._opened:
+            self._rotate()
+        self._opened = True
         label = f"event {self.host}:{self.event_port}"
         sock = self._connect(self.event_port, label)
         stream = TCPEventStream(sock, label)

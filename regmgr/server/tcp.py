@@ -275,7 +275,7 @@ class TCPGateway:
 
     def _registrations_pending(self) -> bool:
         poller = select.poll()
-        listener = self._servers["new"].socket
+        listener = getattr(self._servers["new"], "socket", None)  # gone once stopped
         if listener is not None:
             poller.register(listener.fileno(), select.POLLIN)
         for sock in self._youngest():
