@@ -114,6 +114,8 @@ class Listener(StreamServer):
         self.nodelay = nodelay
         self._handle_connection = handle
         self._shed = shed
+        #: Connections accepted whose handler has not started yet.
+        self.starting = 0
 
     def do_read(self) -> Any:
         try:
@@ -123,6 +125,8 @@ class Listener(StreamServer):
                 raise
             self._exhausted(err)
             return None
+        if result:
+            self.starting += 1
         return result
 
     def _exhausted(self, err: OSError) -> None:
@@ -143,6 +147,7 @@ class Listener(StreamServer):
             self.start_accepting()
 
     def _accepted(self, sock: GeventSocket, address: Any) -> None:
+        self.starting -= 1
         try:
             set_keepalive(sock, self.keepalive)
             if self.nodelay:
