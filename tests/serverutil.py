@@ -1,5 +1,7 @@
 """Raw-socket helpers for talking to the gateway the way a foreign client would."""
 import gevent
+import gevent.event
+import gevent.server
 import gevent.socket
 
 from regmgr.wire import parse_services
@@ -49,3 +51,62 @@ def eventually(predicate, timeout=5.0, interval=0.01):
     with gevent.Timeout(timeout, AssertionError(f"condition never held: {predicate}")):
         while not predicate():
             gevent.sleep(interval)
+
+
+def spawn_blocked(fn, *args):
+    """Spawn ``fn(*args)`` and return once it has run up to its first block."""
+    greenlet = gevent.spawn(fn, *args)
+    gevent.sleep(0)  # callbacks run in order: the new greenlet first, until it blocks
+    return greenlet
+
+
+class Relay:
+    """A TCP relay to a local port whose client-to-server bytes can be held back.
+
+    ``hold()`` keeps what clients send from reaching the server (counted in
+    ``held``) until ``release()``: a slow network, on real sockets.
+    """
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.target = (host, port)
+        self.held = 0
+        self._open = gevent.event.Event()
+        self._open.set()
+        self._server = gevent.server.StreamServer((host, 0), self._handle)
+        self._server.start()
+        self.port = self._server.server_port
+
+    def hold(self):
+        self._open.clear()
+
+    def release(self):
+        self._open.set()
+
+    def stop(self):
+        self._open.set()
+        self._server.stop(timeout=1)
+
+    def _handle(self, client, address):
+        upstream = gevent.socket.create_connection(self.target, timeout=5)
+        upstream.settimeout(None)
+        back = gevent.spawn(self._pump, upstream, client, False)
+        try:
+            self._pump(client, upstream, True)
+        finally:
+            back.kill()
+
+    def _pump(self, src, dst, gated):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if gated and not self._open.is_set():
+                    self.held += len(data)
+                    self._open.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            src.close()
+            dst.close()

@@ -3,7 +3,7 @@ import gevent
 import pytest
 
 from regmgr.errors import RegistryError
-from serverutil import eventually
+from serverutil import eventually, spawn_blocked
 
 WEIRD = {"empty": "", "space": "a b", "quote": "it's", "newline": "x\ny",
          "unicode": "ünïcødé", "tab": "a\tb", "star": "*"}
@@ -103,8 +103,7 @@ def test_event_stream_reports_changes(connection_factory, registry_server):
 
 def test_registration_wait_returns_after_close(connection_factory, registry_server):
     reg = connection_factory(registry_server).open_new("svc")
-    waiter = gevent.spawn(reg.wait)
-    gevent.sleep(0.05)
+    waiter = spawn_blocked(reg.wait)
     reg.close()
     assert waiter.get(timeout=5) is None
 

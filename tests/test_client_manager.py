@@ -96,7 +96,8 @@ def test_lookup_waits_for_the_connection(manager_factory, registry_server):
     registry_server.stop()
     mgr = manager_factory(registry_server)
     lookup = gevent.spawn(mgr.lookup, {"proto": "*"}, 5)
-    gevent.sleep(0.2)
+    eventually(lambda: len(mgr.tasks) == 1)  # the lookup is attached and waits
+    assert not mgr.connected
     registry_server.start()
     assert lookup.get(timeout=10) == {}
 

@@ -4,6 +4,7 @@ unexpected exception is logged with the task's name, and the task starts again.
 The connections are real ones on a real registry; one method of one object
 is wrapped so that its first call raises, as a bug in a transport would.
 """
+import gevent
 import pytest
 
 from regmgr import Backoff, Lookup, Monitor, RegMgr, Service, Styx
@@ -50,16 +51,16 @@ def test_service_survives_a_failing_open_new(manager_factory, registry_server, c
 
 
 def test_service_survives_a_failing_registration(manager_factory, registry_server, caplog):
-    """A registration whose wait() raises a TypeError: the service registers again."""
+    """A registration whose notify() raises a TypeError: the service registers again."""
     mgr = manager_factory(registry_server, backoff=FAST)
-    bug = TypeError("injected bug in wait")
+    bug = TypeError("injected bug in notify")
     real_open_new = mgr.connection.open_new
     opened = []
 
     def open_new(name, attrs=None):
         registration = real_open_new(name, attrs)
         if not opened:
-            fail_once(registration, "wait", bug)
+            fail_once(registration, "notify", bug)
         opened.append(registration)
         return registration
 
@@ -68,6 +69,31 @@ def test_service_survives_a_failing_registration(manager_factory, registry_serve
     eventually(lambda: len(opened) == 2 and svc.registered)
     assert registry_server.index() == {"svc": {}}
     assert logged(caplog, bug, "Service('svc', {})")
+
+
+def test_service_survives_a_registration_ended_by_a_bug(manager_factory, registry_server,
+                                                        caplog):
+    """A registration that reports its end with an unexpected error: registered again."""
+    mgr = manager_factory(registry_server, backoff=FAST)
+    real_open_new = mgr.connection.open_new
+    opened = []
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        opened.append(registration)
+        if len(opened) == 1:
+            real_notify = registration.notify
+            bug = UnicodeEncodeError("utf-8", "", 0, 1, "bug")
+            registration.notify = lambda callback: (
+                real_notify(lambda error: None),  # from the hub, as the protocol says:
+                gevent.get_hub().loop.run_callback(callback, bug))
+        return registration
+
+    mgr.connection.open_new = open_new
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: len(opened) == 2 and svc.registered)
+    assert registry_server.index() == {"svc": {}}
+    assert "Service('svc', {}): lost:" in caplog.text and "bug" in caplog.text
 
 
 def test_monitor_and_lookup_survive_a_failing_find(manager_factory, registry_server, caplog, bug):

@@ -6,7 +6,7 @@ from gevent.server import StreamServer
 from regmgr import ninep
 from regmgr.connections.styx import Styx
 from regmgr.errors import ProtocolError, RegistryError
-from serverutil import eventually
+from serverutil import eventually, spawn_blocked
 
 
 def styx(server, **kwargs):
@@ -33,7 +33,10 @@ def scripted():
         def handle(sock, address):
             decoder = ninep.Decoder(65560)
             while True:
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:  # a client gives up a silent peer with a reset
+                    return
                 if not data:
                     return
                 decoder.feed(data)
@@ -136,8 +139,7 @@ def test_a_cancelled_event_wait_is_flushed(registry_server):
     conn = styx(registry_server)
     keep = conn.open_new("keep")
     stream = conn.open_event()
-    waiter = gevent.spawn(stream.wait)
-    gevent.sleep(0.05)
+    waiter = spawn_blocked(stream.wait)
     waiter.kill()
     with pytest.raises(gevent.Timeout), gevent.Timeout(0.05):
         stream.wait()
@@ -150,8 +152,7 @@ def test_a_cancelled_event_wait_is_flushed(registry_server):
 def test_close_wakes_a_blocked_event_wait(registry_server, hub_errors):
     hub_errors.expect(ConnectionError, match="event stream closed")  # the waiter's end
     stream = styx(registry_server).open_event()
-    waiter = gevent.spawn(stream.wait)
-    gevent.sleep(0.05)
+    waiter = spawn_blocked(stream.wait)
     stream.close()
     with pytest.raises(ConnectionError):
         waiter.get(timeout=5)
@@ -175,10 +176,9 @@ def test_socket_drop_fails_every_pending_call_at_once(registry_server, hub_error
     conn = styx(registry_server)
     regs = [conn.open_new(f"svc{i}") for i in range(20)]
     stream = conn.open_event()
-    waiters = [gevent.spawn(stream.wait)] + [gevent.spawn(reg.wait) for reg in regs]
-    gevent.sleep(0.05)
+    waiters = [spawn_blocked(stream.wait)] + [spawn_blocked(reg.wait) for reg in regs]
     registry_server.stop()
-    gevent.joinall(waiters, timeout=2)
+    gevent.joinall(waiters, timeout=10)
     assert all(w.ready() and isinstance(w.exception, ConnectionError) for w in waiters)
     with pytest.raises(ConnectionError):
         regs[0].update({"a": "1"})
@@ -218,15 +218,15 @@ def test_nothing_listening_is_a_connection_error(registry_server):
         conn.find()
 
 
-@pytest.mark.parametrize("answer", [
-    lambda m: ninep.Rversion(m.tag, m.msize, "unknown"),
-    lambda m: ninep.Rversion(m.tag, m.msize * 2, "9P2000"),
-    lambda m: ninep.Rerror(m.tag, "no"),
-    lambda m: ninep.Tversion(m.tag, m.msize, "9P2000"),
+@pytest.mark.parametrize("answer, error, match", [
+    (lambda m: ninep.Rversion(m.tag, m.msize, "unknown"), ProtocolError, "cannot agree on 9P2000"),
+    (lambda m: ninep.Rversion(m.tag, m.msize * 2, "9P2000"), ProtocolError, "cannot agree"),
+    (lambda m: ninep.Rerror(m.tag, "no"), RegistryError, "^no$"),  # the peer's own words
+    (lambda m: ninep.Tversion(m.tag, m.msize, "9P2000"), ProtocolError, "unexpected message"),
 ])
-def test_peers_that_do_not_speak_9p2000(scripted, answer):
+def test_peers_that_do_not_speak_9p2000(scripted, answer, error, match):
     port, _ = scripted(answer)
-    with pytest.raises((ProtocolError, RegistryError)):
+    with pytest.raises(error, match=match):
         Styx("127.0.0.1", port).find()
 
 
@@ -266,3 +266,28 @@ def test_a_killed_call_sends_tflush_and_keeps_its_tag_until_rflush(scripted, hub
     stream.close()
     with pytest.raises(ConnectionError):
         second.get(timeout=5)
+
+
+@pytest.mark.parametrize("listing", [lambda conn: conn.find({"a": "b"}), lambda conn: conn.index()])
+def test_an_endless_listing_is_a_protocol_error(scripted, listing):
+    # A broken or hostile peer must not make a find hold unbounded memory: the
+    # peer here would send 80 MiB of one valid line repeated, then end.
+    line = b"s a " + b"x" * 65000 + b"\n"
+    sent = [0]
+
+    def answer(msg):
+        if isinstance(msg, ninep.Tread):  # every read full: the listing goes on
+            if sent[0] > 80 << 20:
+                return ninep.Rread(msg.tag, b"")
+            start = msg.offset % len(line)
+            data = (line * 3)[start:start + msg.count]
+            sent[0] += len(data)
+            return ninep.Rread(msg.tag, data)
+        if isinstance(msg, ninep.Twrite):
+            return ninep.Rwrite(msg.tag, len(msg.data))
+        return polite(msg)
+
+    port, _ = scripted(answer)
+    with gevent.Timeout(60), pytest.raises(ProtocolError, match="listing over"):
+        listing(Styx("127.0.0.1", port, msize=65560))
+    assert sent[0] < 80 << 20

@@ -1,10 +1,12 @@
 """Service, Lookup and Monitor against a real registry: the Perl original's scenarios and more."""
 
 import gevent
+import gevent.event
 import pytest
+from gevent.server import StreamServer
 
-from regmgr import Lookup, Monitor, Service
-from serverutil import eventually, register
+from regmgr import TCP, Lookup, Monitor, RegMgr, Service, Styx
+from serverutil import Relay, eventually, register
 
 
 class Events:
@@ -29,6 +31,39 @@ class Events:
 @pytest.fixture
 def events():
     return Events()
+
+
+class ScriptedFind:
+    """A find port that answers the filter ``line`` from ``replies`` in turn.
+
+    After the last reply it repeats it; any other filter gets no services.
+    ``served`` counts the finds of ``line``.
+    """
+
+    def __init__(self, line, replies):
+        self.line = line
+        self.replies = replies
+        self.served = 0
+        self._server = StreamServer(("127.0.0.1", 0), self._handle)
+        self._server.start()
+        self.port = self._server.server_port
+
+    def _handle(self, sock, address):
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        reply = b""
+        if data.strip() == self.line:
+            reply = self.replies[min(self.served, len(self.replies) - 1)]
+            self.served += 1
+        sock.sendall(reply)
+        sock.close()
+
+    def stop(self):
+        self._server.stop(timeout=1)
 
 
 # -- Service ----------------------------------------------------------------
@@ -148,10 +183,11 @@ def test_monitor_filter_and_an_update_that_makes_a_match(manager, events):
     late = manager.attach(Service("late", {"proto": "none"}))
     eventually(lambda: events.log == [("add", "web", {"proto": "http"})])
     eventually(lambda: late.registered)
-    gevent.sleep(0.1)
-    assert len(events.log) == 1
+    manager.attach(Service("marker", {"proto": "http"}))  # a find after late's registration
+    eventually(lambda: events.log[-1][1] == "marker")
+    assert [name for _, name, _ in events.log] == ["web", "marker"]
     late.update({"proto": "http"})
-    eventually(lambda: events.log[1:] == [("add", "late", {"proto": "http"})])
+    eventually(lambda: events.log[2:] == [("add", "late", {"proto": "http"})])
 
 
 def test_monitor_callback_errors_change_nothing(manager, caplog):
@@ -183,10 +219,9 @@ def test_monitor_keeps_delivering_under_churn(manager):
 
     churner = gevent.spawn(churn)
     try:
-        gevent.sleep(1.5)
+        eventually(lambda: len(mods) >= 5, timeout=10)
         during = len(mods)
-        gevent.sleep(0.5)
-        assert during >= 5 and len(mods) > during  # still delivering, not starved
+        eventually(lambda: len(mods) > during, timeout=10)  # still delivering, not starved
     finally:
         churner.kill()
     last = svc.attrs["n"]
@@ -213,9 +248,76 @@ def test_monitor_reports_what_changed_while_it_was_stopped(manager, registry_ser
     keep.update({"v": 2})
     manager.attach(Service("fresh", {"v": 1}))
     eventually(lambda: registry_server.index() == {"keep": {"v": "2"}, "fresh": {"v": "1"}})
-    gevent.sleep(0.1)
+    witness = manager.attach(Monitor())  # an attached monitor has seen the changes by now
+    eventually(lambda: witness.services == registry_server.index())
     assert len(events.log) == 2 and len(monitor.services) == 2
     manager.attach(monitor)
     eventually(lambda: monitor.services == {"keep": {"v": "2"}, "fresh": {"v": "1"}})
     assert sorted(events.log[2:]) == [("add", "fresh", {"v": "1"}), ("del", "gone", {"v": "1"}),
                                       ("mod", "keep", {"v": "2"})]
+
+
+def test_monitor_deletes_only_when_two_finds_in_a_row_miss(registry_server, events):
+    # A registry killed while it answers a find cuts the listing short.
+    both, only_a = b"a kind m\nb kind m\n", b"a kind m\n"
+    script = ScriptedFind(b"kind m", [both, only_a, both, only_a, only_a])
+    mgr = RegMgr(TCP("127.0.0.1", new_port=registry_server.new_port, find_port=script.port,
+                     event_port=registry_server.event_port))
+    try:
+        mgr.attach(events.monitor({"kind": "m"}, settle=0))
+        eventually(lambda: len(events.log) == 2)  # find 1
+        poke = register(registry_server, b"poke\n")  # an event: find 2 misses b, find 3 has it
+        eventually(lambda: script.served == 3)
+        poke.sendall(b"x 1\n")  # another: finds 4 and 5 miss b
+        eventually(lambda: script.served == 5)
+        eventually(lambda: len(events.log) == 3)
+        assert events.log == [("add", "a", {"kind": "m"}), ("add", "b", {"kind": "m"}),
+                              ("del", "b", {"kind": "m"})]
+        poke.close()
+    finally:
+        mgr.close()
+        script.stop()
+
+
+def test_monitor_stop_lets_a_callback_finish_and_delivers_no_more(manager, registry_server):
+    socks = [register(registry_server, b"%s k v\n" % name) for name in (b"a", b"b")]
+    eventually(lambda: len(registry_server.index()) == 2)
+    entered, release, finished = gevent.event.Event(), gevent.event.Event(), []
+
+    def on_add(name, attrs):
+        entered.set()
+        release.wait()
+        finished.append(name)
+
+    monitor = manager.attach(Monitor({"k": "v"}, on_add=on_add))
+    assert entered.wait(5)
+    manager.detach(monitor)  # stop() while the callback runs
+    release.set()
+    eventually(lambda: finished)
+    assert len(finished) == 1 and set(monitor.services) == set(finished)
+    for sock in socks:
+        sock.close()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "styx"])
+def test_updates_made_while_registering_are_sent(registry_server, transport):
+    if transport == "tcp":  # the registration is confirmed by finds: hold those
+        relay = Relay(registry_server.find_port)
+        conn = TCP("127.0.0.1", new_port=registry_server.new_port, find_port=relay.port,
+                   event_port=registry_server.event_port)
+    else:
+        relay = Relay(registry_server.styx_port)
+        conn = Styx("127.0.0.1", relay.port)
+    mgr = RegMgr(conn)
+    try:
+        assert mgr.wait_connected(5)
+        relay.hold()
+        svc = mgr.attach(Service("svc", {"a": 1}))
+        eventually(lambda: relay.held)  # open_new is under way
+        svc.update({"b": 2})
+        relay.release()
+        eventually(lambda: registry_server.index() == {"svc": {"a": "1", "b": "2"}})
+        assert svc.registered
+    finally:
+        mgr.close()
+        relay.stop()

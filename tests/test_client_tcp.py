@@ -47,10 +47,14 @@ def test_nothing_listening_is_a_connection_error(registry_server):
         conn.find()
 
 
-@pytest.mark.parametrize("reply", [b"HELLO\n", b"", b"READY"])
-def test_event_greeting_must_be_ready(peer, reply):
+@pytest.mark.parametrize("reply, error, match", [
+    (b"HELLO\n", ProtocolError, "expected READY"),  # a peer that is not the gateway
+    (b"", ConnectionError, "closed by the registry"),  # a registry going away
+    (b"READY", ConnectionError, "closed by the registry"),  # ... in the middle of the line
+])
+def test_event_greeting_must_be_ready(peer, reply, error, match):
     conn = TCP("127.0.0.1", event_port=peer(reply), connect_timeout=1)
-    with pytest.raises((ProtocolError, ConnectionError)):
+    with pytest.raises(error, match=match):
         conn.open_event()
 
 

@@ -14,6 +14,11 @@ def registered(server, name):
     return name in find(server)
 
 
+def connections_handled(server):
+    """True once the gateway has finished with every connection (closes included)."""
+    return not server._gateway._clients
+
+
 # -- §2 text format -----------------------------------------------------------
 
 def test_output_quoting(registry_server):
@@ -102,11 +107,11 @@ def test_empty_update_unregisters(registry_server):
 
 def test_updates_add_and_change_in_inferno_order(registry_server):
     sock = register(registry_server, b"s z 1\n")
+    eventually(lambda: registered(registry_server, "s"))
     for line in (b"a 1\n", b"y 1\n", b"x 1\n", b"a 2\n"):
-        eventually(lambda: registered(registry_server, "s"))
-        sock.sendall(line)
-        gevent.sleep(0.02)
-    eventually(lambda: find(registry_server)["s"].get("a") == "2")
+        sock.sendall(line)  # one write each: wait until it is applied
+        attr, value = line.split()
+        eventually(lambda: find(registry_server)["s"].get(attr.decode()) == value.decode())
     assert find_raw(registry_server) == b"s y 1 x 1 a 2 z 1\n"
     sock.close()
 
@@ -126,7 +131,7 @@ def test_lifetime_and_persist(registry_server, first, later, persists):
         eventually(lambda: "persist" in find(registry_server).get("s", {}))
     eventually(lambda: registered(registry_server, "s"))
     sock.close()
-    gevent.sleep(0.1)
+    eventually(lambda: connections_handled(registry_server))
     assert registered(registry_server, "s") == persists
 
 
@@ -184,8 +189,7 @@ def test_filters_over_find_port(registry_server):
 
 def test_unnamed_services_never_listed(registry_server):
     sock = connect(registry_server.new_port)
-    gevent.sleep(0.05)
-    assert len(registry_server.registry._slots) == 1
+    eventually(lambda: len(registry_server.registry._slots) == 1)  # opened, never named
     assert find_raw(registry_server) == b""
     sock.close()
 
@@ -252,8 +256,7 @@ def test_event_coalesces_changes_while_client_is_busy():
         assert read_line(events) == b"READY\n"
         svc = registry.create("me")
         for i in range(50):
-            registry.write(svc, "s a 0" if i == 0 else f"a {i}")
-        gevent.sleep(0.05)
+            registry.write(svc, "s a 0" if i == 0 else f"a {i}")  # no yield in between
         assert read_line(events) == b"00000050\n"
         events.settimeout(0.2)
         with pytest.raises(OSError):
@@ -346,10 +349,25 @@ def test_an_update_over_a_limit_closes_the_registration(registry_server):
     assert not registered(registry_server, "s")
 
 
-def test_oversized_find_closes(registry_server):
-    sock = register(registry_server, b"s\n")
+def test_non_utf8_filter_is_read_as_replacement_characters(registry_server):
+    # Limbo's string conversion turns each bad byte into U+FFFD, on both ports.
+    sock = register(registry_server, b"s v \xff\xfe\n")
     eventually(lambda: registered(registry_server, "s"))
-    assert find_raw(registry_server, b"a " + b"x" * 9000 + b"\n") == b""
+    assert find_raw(registry_server, b"v \xff\xfe\n") == "s v \ufffd\ufffd\n".encode()
+    assert find_raw(registry_server, b"v \xff\n") == b""
+    sock.close()
+
+
+def test_find_filter_over_8k_closes_even_if_it_would_match(registry_server):
+    # The real gateway reads one 8 KiB chunk as the filter; regmgr refuses more.
+    attrs = {f"a{i}": "x" * 3000 for i in range(3)}
+    line = "s " + " ".join(f"{k} {v}" for k, v in attrs.items()) + "\n"
+    sock = register(registry_server, line.encode())
+    eventually(lambda: registered(registry_server, "s"))
+    assert find(registry_server, f"a0 {attrs['a0']} a1 {attrs['a1']}") == {"s": attrs}  # 6 KiB
+    three = line[2:].encode()  # 9 KiB, every pair of the service
+    assert len(three) > 8192
+    assert find_raw(registry_server, three) == b""
     sock.close()
 
 
@@ -365,6 +383,27 @@ def test_silent_find_times_out_and_others_are_served():
         gateway.stop()
 
 
+def test_slow_find_clients_do_not_delay_others():
+    registry = Registry()
+    for i in range(200):  # an 800 KiB listing
+        registry.write(registry.create("me"), f"s{i} n {i} pad {'x' * 4000}")
+    gateway = TCPGateway(registry, new_port=0, find_port=0, event_port=0, find_timeout=60)
+    gateway.start()
+    try:
+        silent = connect(gateway.find_port)  # never sends its filter
+        hoarder = gevent.socket.socket()
+        hoarder.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_RCVBUF, 4096)
+        hoarder.connect(("127.0.0.1", gateway.find_port))
+        hoarder.sendall(b"\n")  # and never reads the listing
+        with gevent.Timeout(20, AssertionError("finds waited for the slow clients")):
+            for i in range(0, 200, 20):
+                assert set(find(gateway, f"n {i}")) == {f"s{i}"}
+        silent.close()
+        hoarder.close()
+    finally:
+        gateway.stop()
+
+
 @pytest.mark.parametrize("port", ["new_port", "find_port", "event_port"])
 def test_garbage_never_crashes_the_server(registry_server, port):
     import random
@@ -376,6 +415,10 @@ def test_garbage_never_crashes_the_server(registry_server, port):
         except OSError:
             pass
         sock.close()
-    keeper = register(registry_server, b"alive\n")
-    eventually(lambda: registered(registry_server, "alive"))
+    events = connect(registry_server.event_port)
+    assert read_line(events) == b"READY\n"
+    keeper = register(registry_server, b"alive a 1\n")
+    eventually(lambda: find(registry_server, "a 1") == {"alive": {"a": "1"}})
+    assert read_line(events) == b"%08d\n" % registry_server.registry.version
     keeper.close()
+    events.close()

@@ -25,7 +25,7 @@ Rules every transport follows:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Optional, Protocol
 
 from .styx import Styx
@@ -71,6 +71,15 @@ class Registration(Protocol):
         Returns when :meth:`close` was called; raises ``ConnectionError``
         (or :class:`~regmgr.errors.RegistryError`) when the registry dropped
         the service or the link broke.
+        """
+
+    def notify(self, callback: Callable[[Optional[Exception]], object]) -> None:
+        """Call ``callback(error)`` once, from the hub, when the registration ends.
+
+        ``error`` is None after :meth:`close`, else what :meth:`wait` would
+        raise. The callback must not block. Unlike :meth:`wait` it needs no
+        greenlet: a process holding 10,000 registrations holds no 10,000
+        parked greenlets (about 16 KiB each). Call it at most once.
         """
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -131,6 +132,7 @@ class StyxRegistration:
         self._limit = limit
         self._ended: AsyncResult = AsyncResult()  # None: closed; an exception: lost
         self._closed = False
+        self._notify: Optional[Callable[[Optional[Exception]], object]] = None
 
     def __repr__(self) -> str:
         return f"<StyxRegistration {self.name!r} on {self._session.label}>"
@@ -167,7 +169,35 @@ class StyxRegistration:
         if self._ended.ready():
             self._ended.get()  # raises if the registration was lost
             return
-        raise ConnectionError(f"{self._session.label} {self.name!r}: {self._session.error}")
+        raise self._session_lost()
+
+    def _session_lost(self) -> ConnectionError:
+        return ConnectionError(f"{self._session.label} {self.name!r}: {self._session.error}")
+
+    def notify(self, callback: Callable[[Optional[Exception]], object]) -> None:
+        self._notify = callback
+        self._ended.rawlink(self._on_ended)
+        if not self._session.alive:
+            gevent.get_hub().loop.run_callback(self._end, self._session_lost())
+            return
+        ends = _ends.get(self._session)
+        if ends is None:
+            ends = _ends[self._session] = _SessionEnds(self._session)
+        ends.waiting[self] = None
+
+    def _on_ended(self, ended: AsyncResult) -> None:
+        error = ended.exception
+        self._end(error if isinstance(error, Exception) else None)
+
+    def _end(self, error: Optional[Exception]) -> None:
+        callback, self._notify = self._notify, None
+        if callback is None:
+            return
+        self._ended.unlink(self._on_ended)
+        ends = _ends.get(self._session)
+        if ends is not None:
+            ends.waiting.pop(self, None)
+        callback(error)
 
     def close(self) -> None:
         if self._closed:
@@ -178,6 +208,23 @@ class StyxRegistration:
         self._session.clunk(self._fid)  # unregisters, unless the service persists
         self._session.release()
 
+
+class _SessionEnds:
+    """The registrations of one session waiting in ``notify()``: one link on its death for all.
+
+    (A link per registration would make each one's end O(registrations).)
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.waiting: dict[StyxRegistration, None] = {}
+        session.dead.rawlink(self._dead)  # the session holds this; this does not hold it
+
+    def _dead(self, _: object) -> None:
+        for registration in list(self.waiting):
+            registration._end(registration._session_lost())
+
+
+_ends: weakref.WeakKeyDictionary[Session, _SessionEnds] = weakref.WeakKeyDictionary()
 
 Filter = tuple[tuple[str, str], ...]
 

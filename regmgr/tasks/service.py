@@ -12,8 +12,8 @@ from gevent.event import Event
 from ..backoff import Backoff
 from ..connections import Connection, Registration
 from ..errors import TRANSIENT_ERRORS, RegistryError
-from ..retry import retry_loop
 from ..limits import check_service
+from ..retry import retry_loop
 from ..wire import AttrValue, normalize_attrs
 from .base import TaskBase
 
@@ -45,7 +45,8 @@ class Service(TaskBase):
         self.name = name
         self._registration: Optional[Registration] = None
         self._checks: Optional[_Checks] = None  # while registered
-        self._dropped = Event()  # set by the checks: the registry no longer lists us
+        self._dropped = False  # set by the checks: the registry no longer lists us
+        self._started = False  # between start() and stop()
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, {self._attrs!r})"
@@ -83,15 +84,23 @@ class Service(TaskBase):
         if checks is not None:
             checks.wanted.set()  # called for every Service on every event: no more frames
 
+    def start(self) -> None:
+        self._started = True
+        super().start()
+
     def stop(self) -> None:
+        self._started = False
         super().stop()
         registration, self._registration = self._registration, None
         if registration is not None:
-            registration.close()
+            registration.close()  # its notify callback cleans up
 
-    def _run(self, connection: Connection, backoff: Backoff) -> None:
+    def _run(self, connection: Connection, backoff: Backoff, pause: float = 0.0) -> None:
+        """Register (retried with backoff), then hand the registration over and end."""
+        if pause:
+            gevent.sleep(pause)
         retry_loop(self, backoff, lambda: self._register(connection),
-                   lambda registration: self._watch(connection, registration),
+                   lambda registration: self._hand_over(connection, backoff, registration),
                    running=self._current)
 
     def _register(self, connection: Connection) -> Registration:
@@ -104,28 +113,50 @@ class Service(TaskBase):
             registration.close()
             raise
         self._registration = registration
-        self._dropped.clear()
+        self._dropped = False
         log.info("service %r: registered", self.name)
         return registration
 
-    def _watch(self, connection: Connection, registration: Registration) -> None:
-        """Return or raise when the registration is lost (or closed by stop()); close it."""
-        waiter = gevent.spawn(_outcome, registration)
+    def _hand_over(self, connection: Connection, backoff: Backoff,
+                   registration: Registration) -> None:
+        """Leave the registration to its notify callback and end this greenlet.
+
+        A registered service holds no greenlet (a parked one costs some 16 KiB):
+        :meth:`_ended` runs when the registration ends, and starts a new
+        greenlet if it was lost. The checks close a registration that the
+        registry no longer lists.
+        """
         checks = self._checks = _checks.setdefault(connection, _Checks())
         checks.watch(self, registration, connection)
         try:
-            gevent.wait([waiter, self._dropped], count=1)
-            if not waiter.ready():
-                raise RegistryError("no longer listed by the registry")
-            if waiter.value is not None:
-                raise waiter.value  # lost; None: stop() closed it
-        finally:
-            checks.unwatch(self)
-            self._checks = None
-            waiter.kill(block=False)
+            registration.notify(lambda error: self._ended(connection, backoff, registration,
+                                                          error))
+        except BaseException:
+            checks.unwatch(self, registration)
+            self._registration = self._checks = None
+            registration.close()
+            raise
+        self._greenlet = None  # so the retry loop ends
+
+    def _ended(self, connection: Connection, backoff: Backoff, registration: Registration,
+               error: Optional[Exception]) -> None:
+        """The registration ended (in the hub: never blocks); register again if it was lost."""
+        try:
+            checks = _checks.get(connection)
+            if checks is not None:
+                checks.unwatch(self, registration)
             if self._registration is registration:
                 self._registration = None
+                self._checks = None
             registration.close()
+            if error is None and self._dropped:
+                error = RegistryError("no longer listed by the registry")
+            if error is None or not self._started or self._greenlet is not None:
+                return  # closed by stop(), or already registering again
+            log.warning("%.200r: lost: %s", self, error)
+            self._greenlet = gevent.spawn(self._run, connection, backoff, next(backoff.delays()))
+        except Exception:
+            log.exception("%.200r: cannot handle the end of its registration", self)
 
 
 class _Checks:
@@ -133,8 +164,8 @@ class _Checks:
 
     After an event (:attr:`wanted`), at most once per :data:`RECHECK_INTERVAL`,
     one greenlet runs one find for all of them, filtered by the attributes
-    they have in common, and sets ``_dropped`` of each one it missed. (A check per Service
-    took N finds of N services, and a greenlet wake-up per Service, every
+    they have in common, and drops each one it missed (closes its registration).
+    (A check per Service took N finds of N services, and a greenlet wake-up per Service, every
     second of churn: most of a process's CPU at 10,000 services.)
     """
 
@@ -148,8 +179,9 @@ class _Checks:
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run, connection)
 
-    def unwatch(self, service: Service) -> None:
-        self._watched.pop(service, None)
+    def unwatch(self, service: Service, registration: Registration) -> None:
+        if self._watched.get(service) is registration:
+            del self._watched[service]
         if not self._watched and self._greenlet is not None:
             self._greenlet.kill(block=False)  # it holds the connection
             self._greenlet = None
@@ -168,7 +200,8 @@ class _Checks:
             else:
                 for service, registration in missing:
                     if self._watched.get(service) is registration:  # not re-registered since
-                        service._dropped.set()
+                        service._dropped = True
+                        registration.close()  # the service's _ended registers it again
             gevent.sleep(RECHECK_INTERVAL)
 
 
@@ -197,11 +230,3 @@ def _common(attrs: Iterable[dict[str, str]]) -> dict[str, str]:
         common = {k: v for k, v in common.items() if other.get(k) == v}
     return common
 
-
-def _outcome(registration: Registration) -> Optional[Exception]:
-    """Wait on ``registration``; return why it ended (a greenlet that raised would be printed)."""
-    try:
-        registration.wait()
-    except Exception as err:  # expected or not, it ends the registration
-        return err
-    return None
