@@ -7,7 +7,7 @@ import pytest
 
 from regmgr import TCP, RegMgr, Styx
 from regmgr.testing import RegistryProcess
-from zkutil import zk_ensemble, zk_root  # noqa: F401 (fixtures: a ZooKeeper ensemble)
+from zkutil import registry_server, zk_ensemble, zk_root  # noqa: F401 (fixtures: the stores)
 
 
 class HubErrors:
