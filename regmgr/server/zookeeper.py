@@ -137,14 +137,14 @@ class ZooKeeperStore(Registry):
         self._serving = False
         self._initialized = Event()
         self._serving_listeners: list[Callable[[bool], None]] = []
-        self._undone: list[tuple[str, int]] = []
+        self._undone: list[tuple[str, int]] = []  # (path, czxid) whose delete must be retried
         self._tombs: dict[str, int] = {}  # name -> czxid of its last incarnation dropped here
         self._deleting: dict[str, Event] = {}  # path -> set once its delete is done
         self._in_flight: set[Event] = set()  # one per write waiting for ZooKeeper
         self._writers: dict[str, gevent.Greenlet] = {}  # name -> its write-behind greenlet
         self._behind: dict[str, list[tuple[str, str]]] = {}  # name -> pairs not yet written
         #: name -> the last change seen from the watch while its writer ran
-        self._missed: dict[str, tuple[str, list[tuple[str, str]], _Node]] = {}  # (path, czxid) whose delete must be retried
+        self._missed: dict[str, tuple[str, list[tuple[str, str]], _Node]] = {}
         handler = SequentialGeventHandler()
         retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=1.0,
                            sleep_func=handler.sleep_func)
