@@ -123,3 +123,18 @@ def test_a_styx_connection_without_tversion_is_closed_at_the_deadline(quick_dead
     session.open(1, "index", 0)
     assert session.read(1).data == b""
     session.close()
+
+
+class _SoftLimited(RegistryProcess):
+    """A child started with a soft descriptor limit under its hard one."""
+
+    def _limit_descriptors(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+
+def test_serve_raises_its_soft_descriptor_limit_to_the_hard_one():
+    with _SoftLimited(nofile=1024) as reg:
+        with open(f"/proc/{reg.proc.pid}/limits") as limits:
+            line = next(line for line in limits if line.startswith("Max open files"))
+        assert line.split()[3:5] == ["1024", "1024"]
