@@ -109,10 +109,10 @@ def test_fuzz_all_four_ports():
 
 
 def test_a_find_sees_a_registration_sent_at_the_same_moment():
-    """Issue 10 item 5; the bench's probe of 50 tries gives the figure, this a bound."""
-    figures = attacks.find_order(tries=30)
-    assert figures["registration_first"] >= 27
-    assert figures["find_first"] >= 27
+    """Issue 10 item 5: 50 tries in each order (the goal is 49; a loaded CI may lose one more)."""
+    figures = attacks.find_order(tries=50)
+    assert figures["registration_first"] >= 48, figures
+    assert figures["find_first"] >= 48, figures
 
 
 def test_a_styx_connection_without_tversion_is_closed_at_the_deadline(quick_deadline):
