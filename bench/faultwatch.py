@@ -3,11 +3,13 @@
 ``SPEC`` is :func:`bench.faultnet.connection_spec` as JSON, ``ATTRS`` the
 Monitor's filter as JSON. Prints one JSON line per callback
 (``{"event": "add"|"mod"|"del", "name": ..., "attrs": ...}``) and per
-change of ``stale`` (``{"event": "stale", "stale": ...}``), until killed.
+change of ``stale`` (``{"event": "stale", "stale": ...}``), until killed
+or its parent is gone.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -42,7 +44,9 @@ def main() -> None:
         on_mod=lambda name, a: _say(event="mod", name=name, attrs=a),
         on_del=lambda name, a: _say(event="del", name=name, attrs=a),
         on_stale=lambda stale: _say(event="stale", stale=stale)))
-    gevent.wait()
+    parent = os.getppid()
+    while os.getppid() == parent:  # an orphan would watch forever
+        gevent.sleep(1)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ def scripted():
         def handle(sock, address):
             decoder = ninep.Decoder(65560)
             while True:
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:  # a client gives up a silent peer with a reset
+                    return
                 if not data:
                     return
                 decoder.feed(data)

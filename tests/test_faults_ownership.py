@@ -3,6 +3,8 @@ import random
 
 import gevent
 import pytest
+from gevent.event import Event
+from gevent.server import StreamServer
 
 from regmgr import TCP, RegMgr, Service, Styx
 from regmgr.errors import RegistryError
@@ -45,6 +47,68 @@ def test_tcp_never_confirms_a_stale_entry_of_the_same_name(registry_server):
         registration.close()
         eventually(lambda: "svc" not in find(registry_server))
     assert not_ours == 0, f"{not_ours} of {confirmed} confirmed registrations were not ours"
+
+
+def test_tcp_waits_for_the_find_after_the_one_that_listed_the_name():
+    """A gateway that lists an older entry of the name, then refuses our line.
+
+    Scripted to the registry's ordering at its limit: the refusal (closing
+    our connection) comes only once the next find arrived, before it is
+    answered. One find listing the name while our connection looked
+    open was taken for success; the second find tells.
+    """
+    second_find, refused = Event(), Event()
+    finds = []
+
+    def new(sock, address):
+        sock.recv(1024)
+        second_find.wait(5)
+        sock.close()  # refused: an older entry holds the name
+        refused.set()
+
+    def find_port(sock, address):
+        sock.recv(1024)
+        finds.append(1)
+        if len(finds) > 1:
+            second_find.set()
+            refused.wait(5)
+        sock.sendall(b"svc a 1\n")  # the older entry, with our very attributes
+        sock.close()
+
+    servers = [StreamServer(("127.0.0.1", 0), handle) for handle in (new, find_port)]
+    for server in servers:
+        server.start()
+    try:
+        conn = TCP("127.0.0.1", servers[0].server_port, servers[1].server_port, 1)
+        with pytest.raises(RegistryError, match="duplicate service name"):
+            conn.open_new("svc", {"a": "1"})
+    finally:
+        for server in servers:
+            server.stop(timeout=0)
+
+
+def test_tcp_does_not_take_an_entry_with_other_attributes_for_ours():
+    """The name is listed, but not with what we sent: that entry is someone else's."""
+    def new(sock, address):
+        sock.recv(1024)
+        gevent.sleep(5)  # never refused, never listed as ours
+
+    def find_port(sock, address):
+        sock.recv(1024)
+        sock.sendall(b"svc a 2\n")
+        sock.close()
+
+    servers = [StreamServer(("127.0.0.1", 0), handle) for handle in (new, find_port)]
+    for server in servers:
+        server.start()
+    try:
+        conn = TCP("127.0.0.1", servers[0].server_port, servers[1].server_port, 1,
+                   connect_timeout=0.5)
+        with pytest.raises(ConnectionError, match="not listed"):
+            conn.open_new("svc", {"a": "1"})
+    finally:
+        for server in servers:
+            server.stop(timeout=0)
 
 
 def test_styx_takes_back_its_own_persistent_entry(registry_server):

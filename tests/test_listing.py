@@ -1,10 +1,12 @@
 """ListingParser: successive listings parsed by their changed lines, same result as a full parse."""
+import gevent
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from regmgr.errors import ProtocolError
 from regmgr.listing import ListingParser
+from regmgr.tasks.monitor import Monitor
 from regmgr.wire import format_service, parse_services
 
 
@@ -52,3 +54,27 @@ def test_same_services_as_a_full_parse_and_every_difference_named(sequence):
             differing = {n for n in set(found) | set(before) if found.get(n) != before.get(n)}
             assert differing <= set(changed)
         before = {name: dict(attrs) for name, attrs in found.items()}
+
+
+def _monitor(events):
+    monitor = Monitor({}, settle=0.0,
+                      on_add=lambda n, a: events.append(("add", n, a)),
+                      on_mod=lambda n, a: events.append(("mod", n, a)),
+                      on_del=lambda n, a: events.append(("del", n, a)))
+    monitor._greenlet = gevent.getcurrent()  # _apply delivers only in the task's greenlet
+    return monitor
+
+
+@given(st.lists(listings, min_size=1, max_size=8))
+def test_a_monitor_reports_the_same_changes_from_changed_lines_as_from_whole_listings(sequence):
+    whole_events, line_events = [], []
+    whole, by_line, parser = _monitor(whole_events), _monitor(line_events), ListingParser()
+    for services in sequence:
+        text = "".join(format_service(name, attrs) for name, attrs in services.items())
+        whole._apply(parse_services(text), None)
+        by_line._apply(*parser.parse(text))
+        assert sorted(line_events) == sorted(whole_events)
+        assert by_line.services == whole.services
+        assert by_line._missing == whole._missing
+        whole_events.clear()
+        line_events.clear()

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import math
 import socket
+import struct
 from collections.abc import Callable
 
 import gevent
 
-__all__ = ["keepalive", "check_probe_options", "deadline", "PROBE_INTERVAL", "PROBE_TIMEOUT"]
+__all__ = ["keepalive", "abort", "check_probe_options", "deadline", "PROBE_INTERVAL",
+           "PROBE_TIMEOUT"]
 
 #: Default seconds between two probes of an idle registry.
 PROBE_INTERVAL = 3.0
@@ -54,6 +56,23 @@ def keepalive(sock: socket.socket, interval: float, timeout: float) -> None:
                           ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000)))):
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def abort(sock: socket.socket) -> None:
+    """Close ``sock`` with a reset: for a connection given up for dead.
+
+    A plain close leaves the kernel an orphan that retransmits its FIN into
+    a partition for a while; if the partition heals meanwhile, the orphan
+    acknowledges the registry's keepalive probe, so the registry keeps the
+    connection (and its registrations, which block our new ones with
+    ``duplicate service name``) for another keepalive round. With no
+    orphan, its first probe after the heal meets a reset instead.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass  # already closed
+    sock.close()
 
 
 def deadline(seconds: float, what: str, call: Callable[[], object]) -> None:

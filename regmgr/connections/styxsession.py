@@ -30,7 +30,7 @@ from gevent.queue import Queue
 
 from .. import ninep
 from ..errors import ProtocolError, RegistryError, RegmgrError
-from .liveness import keepalive
+from .liveness import abort, keepalive
 
 __all__ = ["Session", "Call", "ROOT_FID", "expect"]
 
@@ -149,7 +149,7 @@ class Session:
 
     def close(self) -> None:
         """End the session now; never blocks."""
-        self._die(ConnectionError(f"{self.label}: session closed"))
+        self._die(ConnectionError(f"{self.label}: session closed"), graceful=True)
 
     # -- calls -----------------------------------------------------------------
 
@@ -257,7 +257,8 @@ class Session:
 
     # -- the socket ------------------------------------------------------------
 
-    def _die(self, error: Exception) -> None:
+    def _die(self, error: Exception, graceful: bool = False) -> None:
+        """Fail every call with ``error``; a session given up for dead is reset (see abort)."""
         if self.error is not None:
             return
         self.error = error
@@ -266,7 +267,10 @@ class Session:
             if call.hook is None and not call.result.ready():
                 call.result.set_exception(error)
         self._frames.put(StopIteration)
-        self._sock.close()
+        if graceful:
+            self._sock.close()
+        else:
+            abort(self._sock)
         self.dead.set()
         for greenlet in (self._reader, self._writer, self._prober):
             if greenlet is not None and greenlet is not gevent.getcurrent():

@@ -43,7 +43,8 @@ import gevent.socket
 from ..errors import ProtocolError, RegistryError, RegmgrError
 from ..limits import check_service
 from ..wire import format_attrs, format_service, parse_services, service_name_error
-from .liveness import PROBE_INTERVAL, PROBE_TIMEOUT, check_probe_options, deadline, keepalive
+from .liveness import (PROBE_INTERVAL, PROBE_TIMEOUT, abort, check_probe_options, deadline,
+                       keepalive)
 from .shared import SharedListing
 
 __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
@@ -104,6 +105,19 @@ def _filter_of(attrs: Mapping[str, str]) -> dict[str, str]:
     return chosen
 
 
+class _Link:
+    """Whether the event stream of one connection to the registry was lost.
+
+    Registrations made while it stood are closed with a reset once it is
+    lost (see :func:`.liveness.abort`), gracefully otherwise.
+    """
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        self.lost = False
+
+
 class TCPEventStream:
     """The event port after ``READY``: one version line per coalesced change.
 
@@ -113,9 +127,11 @@ class TCPEventStream:
     connection answers with a reset); when either fails, :meth:`wait` raises.
     """
 
-    def __init__(self, sock: gevent.socket.socket, label: str) -> None:
+    def __init__(self, sock: gevent.socket.socket, label: str, link: Optional[_Link] = None
+                 ) -> None:
         self._sock = sock
         self._label = label
+        self._link = link if link is not None else _Link()
         self._buffer = b""
         self._failure: Optional[ConnectionError] = None
         self._prober: Optional[gevent.Greenlet] = None
@@ -132,7 +148,8 @@ class TCPEventStream:
                     self._sock.sendall(b"\n")
             except (ConnectionError, RegmgrError) as err:
                 self._failure = ConnectionError(f"{self._label}: probe failed: {err}")
-                self._sock.close()  # wakes wait()
+                self._link.lost = True
+                abort(self._sock)  # wakes wait()
                 return
 
     def _readline(self) -> bytes:
@@ -150,7 +167,8 @@ class TCPEventStream:
     def wait(self) -> int:
         try:
             line = self._readline()
-        except ConnectionError:
+        except (ConnectionError, ProtocolError):
+            self._link.lost = True
             if self._failure is not None:
                 raise self._failure from None
             raise
@@ -161,16 +179,20 @@ class TCPEventStream:
     def close(self) -> None:
         if self._prober is not None:
             self._prober.kill(block=False)
-        self._sock.close()
+        if self._link.lost:
+            abort(self._sock)
+        else:
+            self._sock.close()
 
 
 class TCPRegistration:
     """One registered service: the open connection to the new port."""
 
-    def __init__(self, sock: gevent.socket.socket, name: str, label: str) -> None:
+    def __init__(self, sock: gevent.socket.socket, name: str, label: str, link: _Link) -> None:
         self.name = name
         self._sock = sock
         self._label = label
+        self._link = link
         self._closed = False
         self._notify: Optional[Callable[[Optional[Exception]], object]] = None
         self._watcher: Any = None  # the hub's io watcher while notify() waits
@@ -230,9 +252,15 @@ class TCPRegistration:
 
     def close(self) -> None:
         if self._notify is not None and not self._closed:
-            self._end(None)
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.close()  # before the socket closes
+            gevent.get_hub().loop.run_callback(self._end, None)  # from the hub, as promised
         self._closed = True
-        self._sock.close()
+        if self._link.lost:
+            abort(self._sock)  # the registry is gone or unreachable: leave no orphan
+        else:
+            self._sock.close()
 
     @property
     def peer_closed(self) -> bool:
@@ -299,6 +327,7 @@ class TCP:
         self._opened = False
         self._rotate()
         self._confirmations = SharedListing()
+        self._link = _Link()  # the latest event stream's
 
     def _rotate(self) -> None:
         """Use the next registry of the list (the first on the first call)."""
@@ -348,7 +377,8 @@ class TCP:
         self._opened = True
         label = f"event {self.host}:{self.event_port}"
         sock = self._connect(self.event_port, label)
-        stream = TCPEventStream(sock, label)
+        self._link = link = _Link()
+        stream = TCPEventStream(sock, label, link)
         try:
             greeting = stream._readline()
             if greeting != b"READY":
@@ -414,7 +444,7 @@ class TCP:
             raise RegistryError(error)  # what the registry would say, without the round trip
         label = f"new {self.host}:{self.new_port} {name!r}"
         sock = self._connect(self.new_port, label)
-        registration = TCPRegistration(sock, name, label)
+        registration = TCPRegistration(sock, name, label, self._link)
         try:
             with _link(label):
                 sock.sendall(format_service(name, attrs).encode("utf-8"))

@@ -58,8 +58,8 @@ class EmbeddedRegistry:
         store: Optional[str] = None,
         session_timeout: float = 5.0,
     ) -> None:
-        if keepalive <= 0 or request_timeout <= 0:
-            raise ValueError("keepalive and request_timeout must be positive seconds")
+        if keepalive < 2 or request_timeout <= 0:
+            raise ValueError("keepalive must be at least 2 seconds, request_timeout positive")
         self.host = host
         self.dbfile = dbfile
         self.limits = limits
@@ -119,7 +119,8 @@ class EmbeddedRegistry:
                              name_timeout=self.request_timeout, find_timeout=self.request_timeout)
         gateway.start()
         if self._styx_port is not None:
-            styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive)
+            styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive,
+                              version_timeout=self.request_timeout)
             try:
                 styx.start()
             except BaseException:

@@ -150,7 +150,11 @@ class Monitor(TaskBase):
         if not self._settle_left():
             self._unconfirmed.clear()
         view = self._services
-        missing = view.keys() - found.keys()
+        if changed is None:
+            missing = view.keys() - found.keys()
+        else:  # only a changed name can have come into or left the listing since the last find
+            missing = {name for name in self._missing if name in view and name not in found}
+            missing.update(name for name in changed if name in view and name not in found)
         # A registry that dies while it answers a find cuts the listing short,
         # which looks like deletions: only two finds in a row decide one.
         doubtful = missing - self._missing
