@@ -205,3 +205,17 @@ def test_a_static_service_of_a_taken_name_is_refused():
     named(reg, "s a 1")
     assert not reg.add_static("s", [("b", "2")])
     assert parse_services(reg.index()) == {"s": {"a": "1"}} and reg.version == 1
+
+
+def test_subscribers_hear_every_version_until_they_unsubscribe():
+    reg = Registry()
+    heard, other = [], []
+    reg.subscribe(heard.append)
+    reg.subscribe(other.append)
+    svc = named(reg, "s a 1")
+    reg.write(svc, "b 2")
+    reg.unsubscribe(heard.append)
+    reg.release(svc)
+    assert (heard, other) == ([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        reg.unsubscribe(heard.append)  # not subscribed any more
