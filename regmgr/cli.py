@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default %(default)s)")
     serve.add_argument("--request-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="a new connection must name its service, a find send its filter, "
-                            "within SECONDS (default %(default)s)")
+                            "a Styx connection its Tversion, within SECONDS (default %(default)s)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     serve.set_defaults(func=cmd_serve)
 
