@@ -5,7 +5,9 @@ real clients, a real three-server ensemble.
 """
 import pytest
 
-from regmgr import Monitor, RegMgr, Service
+from regmgr import Monitor, RegMgr, Service, Styx
+from regmgr.cli import main
+from regmgr.errors import RegistryError
 from regmgr.testing import RegistryProcess, RegistryServer
 from serverutil import closed_by_server, connect, eventually, find, register
 from zkutil import restored
@@ -96,3 +98,25 @@ def test_a_frontend_killed_its_services_go_after_the_session_timeout(zk_ensemble
         doomed.kill()
         eventually(lambda: "victim" not in survivor.index(), timeout=SESSION + 10)
         held.close()
+
+
+def test_persistent_services_are_removed_by_their_owner_through_any_frontend(frontends):
+    a, b = frontends(), frontends()
+    alice_a = Styx(a.host, a.styx_port, user="alice")
+    registration = alice_a.open_new("kept", {"persist": "1"})
+    registration.close()  # the connection ends: a persistent service stays
+    eventually(lambda: "kept" in b.index())
+    with pytest.raises(RegistryError, match="permission denied"):
+        Styx(b.host, b.styx_port, user="mallory").remove("kept")
+    Styx(b.host, b.styx_port, user="alice").remove("kept")
+    eventually(lambda: "kept" not in a.index() and "kept" not in b.index())
+
+
+def test_the_cli_takes_several_hosts(frontends, capsys):
+    a = frontends()
+    held = register(a, b"listed proto http\n")
+    eventually(lambda: "listed" in a.index())
+    assert main(["find", "--host", "127.0.0.1,127.0.0.1", "--find-port", str(a.find_port),
+                 "proto", "http"]) == 0
+    assert "listed" in capsys.readouterr().out
+    held.close()
