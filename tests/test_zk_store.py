@@ -219,3 +219,26 @@ def test_session_expiry_stops_serving_until_a_new_session(zk_ensemble, make_stor
     eventually(lambda: a.index() == b.index() == "stays persist 1\n")
     register(a, "again x 2")  # a new session takes writes again
     eventually(lambda: b.get("again") is not None)
+
+
+def test_a_bad_store_url_is_refused_before_any_io():
+    from regmgr.server.store import MemoryStore, StoreError, open_store
+
+    assert isinstance(open_store(None), MemoryStore)
+    assert isinstance(open_store("memory:"), MemoryStore)
+    for url in ("redis://h/x", "zookeeper:///regmgr"):
+        with pytest.raises(StoreError):
+            open_store(url)
+
+
+def test_a_store_says_why_when_the_ensemble_does_not_answer():
+    import socket
+
+    from regmgr.server.store import StoreError
+
+    with socket.socket() as sock:  # a port nothing listens on (taken, then released)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = ZooKeeperStore(f"127.0.0.1:{port}", "/x", connect_timeout=1)
+    with pytest.raises(StoreError, match="cannot reach ZooKeeper"):
+        store.start()
