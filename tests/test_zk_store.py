@@ -167,7 +167,8 @@ def test_events_only_grow_and_follow_every_change(make_store):
 
 
 def test_a_zookeeper_server_killed_is_not_noticed(zk_ensemble, make_store):
-    a, b = make_store(), make_store()
+    # Sessions long enough to outlast an election on a busy machine.
+    a, b = make_store(session_timeout=10.0), make_store(session_timeout=10.0)
     lost = []
     a.add_serving_listener(lost.append)
     b.add_serving_listener(lost.append)
@@ -212,9 +213,9 @@ def test_session_expiry_stops_serving_until_a_new_session(zk_ensemble, make_stor
     register(a, "stays persist 1")
     eventually(lambda: len(b) == 2)
     expire(zk_ensemble, a)
-    eventually(lambda: changes[:1] == [False], timeout=10)
-    eventually(lambda: b.get("mine") is None, timeout=10)  # its ephemeral node went
-    eventually(lambda: changes == [False, True], timeout=10)
+    eventually(lambda: changes[:1] == [False], timeout=30)
+    eventually(lambda: b.get("mine") is None, timeout=30)  # its ephemeral node went
+    eventually(lambda: changes == [False, True], timeout=30)
     assert a.serving
     eventually(lambda: a.index() == b.index() == "stays persist 1\n")
     register(a, "again x 2")  # a new session takes writes again
