@@ -252,7 +252,10 @@ class TCPRegistration:
 
     def close(self) -> None:
         if self._notify is not None and not self._closed:
-            self._end(None)
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.close()  # before the socket closes
+            gevent.get_hub().loop.run_callback(self._end, None)  # from the hub, as promised
         self._closed = True
         if self._link.lost:
             abort(self._sock)  # the registry is gone or unreachable: leave no orphan

@@ -263,7 +263,9 @@ class _Turns:
         self._running -= 1
         while self._waiting and self._running < CONCURRENT_REGISTRATIONS:
             service, connection, backoff, pause = self._waiting.popleft()
-            if service._started and service._greenlet is None and service.manager is not None:
+            manager = service.manager
+            if (service._started and service._greenlet is None and manager is not None
+                    and manager.connection is connection):  # not moved to another since
                 self._running += 1
                 service._spawn(connection, backoff, pause, self)
 
