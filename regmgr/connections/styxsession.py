@@ -32,7 +32,7 @@ from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
 
 from .. import ninep
-from ..errors import ProtocolError, RegistryError, RegmgrError
+from ..errors import TRANSIENT_ERRORS, ProtocolError, RegistryError, RegmgrError
 from .liveness import abort, keepalive
 
 __all__ = ["Session", "Call", "ROOT_FID", "expect"]
@@ -125,7 +125,7 @@ class Session:
                         raise ConnectionError(f"no reply in {timeout} s")
                     call.result.wait(left)
                 expect(self.wait(call), ninep.Rstat, self.label)
-            except (ConnectionError, RegmgrError) as err:
+            except TRANSIENT_ERRORS as err:
                 self._die(ConnectionError(f"{self.label}: probe failed: {err}"))
 
     def _handshake(self, user: str, timeout: float) -> None:
