@@ -102,8 +102,9 @@ def test_out_of_descriptors_existing_clients_are_served_and_it_is_said_once():
 
 
 def test_fuzz_all_four_ports():
-    figures = attacks.fuzz(inputs=3000, seconds=60, seed=int(time.time()))
-    assert figures["answered_right"], figures
+    seed = int(time.time())
+    figures = attacks.fuzz(inputs=3000, seconds=60, seed=seed)
+    assert figures["answered_right"], (seed, figures)
     assert figures["tracebacks"] == 0
     assert figures["rss_growth_after_warmup_mib"] < 30
 
