@@ -325,16 +325,29 @@ def test_encode_refuses_out_of_range(msg):
         encode(msg)
 
 
-@pytest.mark.parametrize("msg", [
-    pytest.param(Twalk(0, 0, 1, ["a"]), id="wnames-list"),  # type: ignore[arg-type]
-    pytest.param(Rerror(0, b"bytes"), id="bytes-for-str"),  # type: ignore[arg-type]
-    pytest.param(Twrite(0, 0, 0, "text"), id="str-for-bytes"),  # type: ignore[arg-type]
-    pytest.param(Tclunk(0, "1"), id="str-for-int"),  # type: ignore[arg-type]
-    pytest.param(Rstat(0, None), id="no-stat"),  # type: ignore[arg-type]
+@pytest.mark.parametrize("msg, says", [
+    pytest.param(Twalk(0, 0, 1, ["a"]), "wnames must be a tuple, not list",  # type: ignore[arg-type]
+                 id="wnames-list"),
+    pytest.param(Rerror(0, b"bytes"), "ename must be a str, not bytes",  # type: ignore[arg-type]
+                 id="bytes-for-str"),
+    pytest.param(Twrite(0, 0, 0, "text"), "data must be bytes, not str",  # type: ignore[arg-type]
+                 id="str-for-bytes"),
+    pytest.param(Tclunk(0, "1"), "fid must be an int, not str",  # type: ignore[arg-type]
+                 id="str-for-int"),
+    pytest.param(Rstat(0, None), "stat must be a Stat, not NoneType",  # type: ignore[arg-type]
+                 id="no-stat"),
 ])
-def test_encode_refuses_wrong_kinds(msg):
-    with pytest.raises(TypeError):
+def test_encode_refuses_wrong_kinds(msg, says):
+    with pytest.raises(TypeError) as error:
         encode(msg)
+    assert str(error.value) == says  # the field and the wrong type, before any I/O
+
+
+def test_encode_refuses_more_walk_names_than_9p_allows():
+    encode(Twalk(0, 0, 1, ("a",) * 16))
+    with pytest.raises(ValueError) as error:
+        encode(Twalk(0, 0, 1, ("a",) * 17))
+    assert str(error.value) == "wnames has 17 elements, over MAXWELEM=16"
 
 
 def test_encode_refuses_non_message():
