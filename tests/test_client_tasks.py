@@ -163,7 +163,7 @@ def test_lookup_wait_times_out_with_a_clear_error():
         Lookup({"k": "v"}).wait(0.05)
 
 
-def test_a_failing_find_is_logged_with_the_lookup_and_retried(registry_server, caplog):
+def test_a_failing_find_is_logged_with_the_task_and_retried(registry_server, caplog):
     nothing = gevent.socket.socket()
     nothing.bind(("127.0.0.1", 0))  # a port with no listener
     conn = TCP("127.0.0.1", new_port=registry_server.new_port,
@@ -171,8 +171,10 @@ def test_a_failing_find_is_logged_with_the_lookup_and_retried(registry_server, c
     mgr = RegMgr(conn)
     try:
         lookup = mgr.attach(Lookup({"k": "v"}))
+        monitor = mgr.attach(Monitor({"m": "w"}))
         eventually(lambda: "Lookup({'k': 'v'}): " in caplog.text)
-        assert lookup.manager is mgr  # still attached: it tries again
+        eventually(lambda: "Monitor({'m': 'w'}): " in caplog.text)
+        assert lookup.manager is mgr and monitor.stale  # still attached: they try again
     finally:
         mgr.close()
         nothing.close()
