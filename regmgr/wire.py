@@ -33,6 +33,9 @@ AttrValue = Union[str, int, float]
 RESERVED_NAMES = frozenset({"new", "event", "find", "index"})
 
 _SEPARATORS = " \t\n"
+_SPLIT = re.compile("[ \t\n]+").split
+#: What str.split() also splits ASCII text on, besides the registry's separators.
+_OTHER_SPACE = re.compile("[\r\x0b\x0c\x1c-\x1f]").search
 _WORD = re.compile(r"[^ \t\n]+")
 
 
@@ -88,6 +91,10 @@ def unquote(text: str) -> list[str]:
     mid-word; ``''`` inside quotes is one ``'``; an unbalanced quote is
     closed at the end of the input (Inferno appends ``'`` and rescans).
     """
+    if "'" not in text:  # the common case, at C speed: a 64 KiB write in ~1 ms, not ~35
+        if text.isascii() and not _OTHER_SPACE(text):
+            return text.split()  # splits on exactly " \t\n" here
+        return [word for word in _SPLIT(text) if word]
     words, open_quote = _unquote_balanced(text)
     while open_quote:
         text += "'"

@@ -121,3 +121,9 @@ def test_normalize_attrs():
             normalize_attrs(bad)
     with pytest.raises(TypeError):
         normalize_attrs([("a", "b")])
+
+
+@given(st.text(alphabet=st.sampled_from(" \t\n\r\x0b\x0c\x1c\x1fab\u00e9\u2028\x85\x00")))
+def test_unquote_fast_path_is_inferno_s_scan(text):
+    from regmgr.wire import _unquote_balanced
+    assert unquote(text) == _unquote_balanced(text)[0]

@@ -58,8 +58,8 @@ class EmbeddedRegistry:
         store: Optional[str] = None,
         session_timeout: float = 5.0,
     ) -> None:
-        if keepalive <= 0 or request_timeout <= 0:
-            raise ValueError("keepalive and request_timeout must be positive seconds")
+        if keepalive < 2 or request_timeout <= 0:
+            raise ValueError("keepalive must be at least 2 seconds, request_timeout positive")
         self.host = host
         self.dbfile = dbfile
         self.limits = limits

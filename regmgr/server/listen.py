@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import errno
-import math
-import os
 import logging
+import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -37,6 +37,8 @@ DEFAULT_KEEPALIVE = 25.0
 #: thousand of them overflowed it and the kernel's dropped handshakes were
 #: retried a second later.
 BACKLOG = 1024
+#: Linux refuses TCP_KEEPCNT over 127.
+_MAX_PROBES = 127
 #: Pause before accepting again after running out of descriptors.
 _EMFILE_RETRY = 0.05
 
@@ -60,10 +62,11 @@ def set_keepalive(sock: socket.socket, seconds: float) -> None:
     monitors that reconnected give up waiting for their owners.
     """
     idle = max(1, int(seconds * 0.4))
+    count = max(1, min(_MAX_PROBES, int(seconds - idle)))
+    interval = max(1, int((seconds - idle) // count))  # 1 unless over _MAX_PROBES seconds
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1),
-                          ("TCP_KEEPCNT", max(1, math.ceil(seconds - idle))),
-                          ("TCP_USER_TIMEOUT", int(seconds * 1000))):
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                          ("TCP_KEEPCNT", count), ("TCP_USER_TIMEOUT", int(seconds * 1000))):
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
@@ -84,10 +87,15 @@ def raise_nofile_limit() -> Optional[int]:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-class _Exhaustion:
-    """Process-wide: whether we already said that descriptors ran out."""
+#: Seconds between two warnings that descriptors ran out.
+_WARN_EVERY = 300.0
 
-    reported = False
+
+class _Exhaustion:
+    """Process-wide: when we last said that descriptors ran out."""
+
+    warned = -_WARN_EVERY
+    shed = 0  # connections shed since
 
 
 class Listener(StreamServer):
@@ -106,6 +114,8 @@ class Listener(StreamServer):
         self.nodelay = nodelay
         self._handle_connection = handle
         self._shed = shed
+        #: Connections accepted whose handler has not started yet.
+        self.starting = 0
 
     def do_read(self) -> Any:
         try:
@@ -115,16 +125,18 @@ class Listener(StreamServer):
                 raise
             self._exhausted(err)
             return None
-        if result and _Exhaustion.reported:
-            _Exhaustion.reported = False
-            log.info("descriptors available again: accepting connections")
+        if result:
+            self.starting += 1
         return result
 
     def _exhausted(self, err: OSError) -> None:
-        if not _Exhaustion.reported:
-            _Exhaustion.reported = True
-            log.warning("out of descriptors (%s) on the %s port: new connections wait; "
-                        "clients already connected are served", os.strerror(err.errno or 0), self.name)
+        now = time.monotonic()
+        if now - _Exhaustion.warned >= _WARN_EVERY:
+            _Exhaustion.warned = now
+            log.warning("out of descriptors (%s) on the %s port: new connections wait, "
+                        "connections that made no request yet are closed, clients already "
+                        "connected are served (said at most every %g s)",
+                        os.strerror(err.errno or 0), self.name, _WARN_EVERY)
         if self._shed is not None:
             self._shed()
         self.stop_accepting()
@@ -135,6 +147,7 @@ class Listener(StreamServer):
             self.start_accepting()
 
     def _accepted(self, sock: GeventSocket, address: Any) -> None:
+        self.starting -= 1
         try:
             set_keepalive(sock, self.keepalive)
             if self.nodelay:

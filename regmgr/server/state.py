@@ -249,28 +249,24 @@ class Registry:
         """Why applying ``pairs`` (and naming the service ``name``) breaks a limit.
 
         Costs O(size of the write), not of the service: the service's line
-        size and attribute count are kept as it changes.
+        size and attribute count are kept as it changes. A write may set one
+        attribute many times (gateway lines that arrive together are one
+        write), so only the values it ends with are checked.
         """
         limits = self.limits
-        if len(pairs) > limits.attrs:  # also bounds the order updates of one write
-            return f"{len(pairs)} attributes, over the limit of {limits.attrs}"
-        error = service_error(name, dict(pairs), limits)  # the name, each word's text and size
+        latest = dict(pairs)  # what each attribute ends up as (the order aside)
+        count = len(svc.values) + len(latest.keys() - svc.values.keys())
+        if count > limits.attrs:  # first, at C speed: a flood of new attributes costs ~nothing
+            return f"{count} attributes, over the limit of {limits.attrs}"
+        # From here on at most limits.attrs attributes are looked at.
+        error = service_error(name, latest, limits)  # the name, each word's text and size
         if error is not None:
             return error
         named = name if name is not None else svc.name
         size = svc.size + (_qlen(named) + 1 if named is not None else 0)
-        count = len(svc.values)
-        seen: dict[str, str] = {}
-        for attr, value in pairs:
-            old = seen.get(attr, svc.values.get(attr))
-            if old is None:
-                count += 1
-                size += 2 + _qlen(attr) + _qlen(value)
-            else:
-                size += _qlen(value) - _qlen(old)
-            seen[attr] = value
-        if count > limits.attrs:
-            return f"{count} attributes, over the limit of {limits.attrs}"
+        for attr, value in latest.items():
+            old = svc.values.get(attr)
+            size += 2 + _qlen(attr) + _qlen(value) if old is None else _qlen(value) - _qlen(old)
         if size > limits.service_bytes:
             return f"service line is {size} bytes, over the {limits.service_bytes}-byte limit"
         return None

@@ -46,12 +46,17 @@ READY = b"READY\n"
 _CHUNK = 65536
 #: Connections that have not made their request, closed per descriptor shortage.
 _SHED = 64
-#: Most hub rounds a find waits for registrations already on their way in.
-_SETTLE_ROUNDS = 20
-#: How long a find waits for a new connection younger than _FRESH to name its
+#: Most waits of a find for registrations already on their way in (the new
+#: port has a connection to accept, an unnamed connection has bytes to read).
+#: Counted in hub rounds, not seconds: on a loaded machine a round may take
+#: long, and the registration needs a few of them (accept, start, read).
+_SETTLE_ROUNDS = 10
+#: Longest a find waits for a new connection younger than _FRESH to name its
 #: service: it was most likely opened together with the find.
 _GRACE = 0.002
 _FRESH = 0.1
+#: One wait: a timer, so the hub polls I/O (gevent.sleep(0) may not).
+_TICK = 0.0005
 #: Only the youngest unnamed connections are looked at (idle ones are old).
 _YOUNGEST = 64
 
@@ -199,7 +204,7 @@ class TCPGateway:
                 if not data:
                     break
         except _Deadline:
-            log.info("new %s: no service named within %g s, closing", peer, self.name_timeout)
+            log.debug("new %s: no service named within %g s, closing", peer, self.name_timeout)
         except OSError as err:
             log.debug("new %s: %s", peer, err)
         finally:
@@ -243,7 +248,7 @@ class TCPGateway:
             sock.settimeout(self.find_timeout)  # the whole reply: sendall's timeout is overall
             sock.sendall(reply)
         except _Deadline:
-            log.info("find %s: no filter within %g s, closing", peer, self.find_timeout)
+            log.debug("find %s: no filter within %g s, closing", peer, self.find_timeout)
         except OSError as err:  # includes socket.timeout
             log.info("find %s: %s, closing", peer, err or type(err).__name__)
         finally:
@@ -257,23 +262,28 @@ class TCPGateway:
         A real registry's find takes milliseconds, so a registration sent on
         another connection at the same moment as a find is practically
         always in its answer (registry4.md §9), and clients rely on it. Here
-        the find could overtake it: so yield to the hub while the new port
-        has a connection to accept or an unnamed connection has bytes to
-        read, and wait up to ``_GRACE`` for a just-opened new connection to
-        send its name. With no fresh new connection this costs one poll.
+        the find could overtake it: so it waits (up to ``_SETTLE_ROUNDS``
+        hub rounds) while the new port has a connection to accept or an
+        unnamed connection has bytes to read, and (up to ``_GRACE``) for a
+        just-opened new connection to send its name. Otherwise it costs one
+        ``poll``.
         """
-        give_up = time.monotonic() + _GRACE
-        for _ in range(_SETTLE_ROUNDS):
-            gevent.sleep(0)
-            if self._registrations_pending():
-                continue
+        started = time.monotonic()
+        rounds = 0
+        while True:
             now = time.monotonic()
-            if now >= give_up or not any(now - self._unnamed[sock] < _FRESH
-                                         for sock in self._youngest()):
+            if self._registrations_pending():
+                rounds += 1
+                if rounds > _SETTLE_ROUNDS:
+                    return
+            elif now - started >= _GRACE or not any(now - self._unnamed[sock] < _FRESH
+                                                    for sock in self._youngest()):
                 return
-            gevent.sleep(_GRACE / 10)
+            gevent.sleep(_TICK)
 
     def _registrations_pending(self) -> bool:
+        if self._servers["new"].starting:
+            return True
         poller = select.poll()
         listener = getattr(self._servers["new"], "socket", None)  # gone once stopped
         if listener is not None:
