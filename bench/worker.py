@@ -118,13 +118,14 @@ class Worker:
         """Attach ``n`` more services and wait until all of them are registered.
 
         With ``shards``, service *i* also gets ``shard`` = *i* mod ``shards``
+        and ``tenth`` = *i* mod 10
         (something for a selective find to select). Returns how long it took,
         or, after ``timeout`` seconds, how many got registered.
         """
         start = time.monotonic()
         first = len(self.services)
         for i in range(first, first + n):
-            mine = {**attrs, "shard": str(i % shards)} if shards else attrs
+            mine = {**attrs, "shard": str(i % shards), "tenth": str(i % 10)} if shards else attrs
             self.services.append(self.mgr.attach(Service(f"{prefix}{i}", mine)))
         complete = self._wait_registered(first, timeout)
         return {"seconds": time.monotonic() - start, "complete": complete,

@@ -9,7 +9,7 @@ import argparse
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence, Union
 
 import gevent
 from gevent.event import Event
@@ -19,6 +19,7 @@ from .errors import TRANSIENT_ERRORS, RegmgrError
 from .wire import format_service
 
 if TYPE_CHECKING:
+    from . import RegMgr
     from .connections import Connection
     from .tasks import Monitor
 
@@ -87,6 +88,48 @@ def _pairs(words: Sequence[str]) -> dict[str, str]:
     return dict(zip(words[0::2], words[1::2]))
 
 
+def _port(text: str) -> int:
+    """A port number, refused by argparse (one line, exit 2) if out of range."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0-65535")
+    return port
+
+
+def _address(args: argparse.Namespace, port: str) -> str:
+    """``host:port`` of the registry port that ``args`` name."""
+    number = args.styx_port if args.transport == "styx" else getattr(args, port)
+    return f"{args.host}:{number}"
+
+
+def _refused(err: BaseException) -> bool:
+    cause: Optional[BaseException] = err
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _failure(prefix: str, err: BaseException, address: str) -> str:
+    """One line for a failed operation; a refused connection says what to do."""
+    if _refused(err):
+        return (f"{prefix}: no registry at {address} (connection refused): "
+                f"start one with 'regmgr serve', or name yours with --host and the port options")
+    return f"{prefix}: {err}"
+
+
+def _hint_if_unreachable(mgr: RegMgr, command: str, address: str) -> None:
+    """Say once what to do if the registry is still unreachable after a second."""
+    if not mgr.wait_connected(1.0):
+        print(f"regmgr {command}: no registry at {address} yet, retrying: start one with "
+              f"'regmgr serve', or name yours with --host and the port options",
+              file=sys.stderr, flush=True)
+
+
 def _connection(args: argparse.Namespace) -> Connection:
     """The transport the client options name."""
     from .connections import TCP, Styx
@@ -111,6 +154,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         return 2
     with RegMgr(_connection(args)) as mgr:
         mgr.attach(service)
+        gevent.spawn(_hint_if_unreachable, mgr, "register", _address(args, "event_port"))
         _wait_for_signal()
     return 0
 
@@ -120,7 +164,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     try:
         found = _connection(args).find(_pairs(args.attrs))
     except TRANSIENT_ERRORS as err:
-        print(f"regmgr find: {err}", file=sys.stderr)
+        print(_failure("regmgr find", err, _address(args, "find_port")), file=sys.stderr)
         return 1
     for name, attrs in found.items():
         sys.stdout.write(f"{name}\n" if args.names else format_service(name, attrs))
@@ -134,7 +178,8 @@ def cmd_unregister(args: argparse.Namespace) -> int:
     try:
         Styx(args.host, args.styx_port, user=args.user).remove(args.name)
     except TRANSIENT_ERRORS as err:
-        print(f"regmgr unregister: {args.name}: {err}", file=sys.stderr)
+        print(_failure(f"regmgr unregister: {args.name}", err, _address(args, "styx_port")),
+              file=sys.stderr)
         return 1
     return 0
 
@@ -162,6 +207,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with RegMgr(_connection(args)) as mgr:
         mgr.attach(_watcher(_pairs(args.attrs), args.settle, lambda stale: log.info(
             "view %s", "stale until reconnected" if stale else "current")))
+        gevent.spawn(_hint_if_unreachable, mgr, "watch", _address(args, "event_port"))
         _wait_for_signal()
     return 0
 
@@ -237,13 +283,13 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
         parser.add_argument("--transport", choices=("tcp", "styx"), default="tcp",
                             help="the three-port TCP gateway, or Styx as Inferno exports "
                                  "the registry (default %(default)s)")
-        parser.add_argument("--new-port", type=int, default=6701, metavar="PORT",
+        parser.add_argument("--new-port", type=_port, default=6701, metavar="PORT",
                             help="registration port (default %(default)s)")
-        parser.add_argument("--find-port", type=int, default=6702, metavar="PORT",
+        parser.add_argument("--find-port", type=_port, default=6702, metavar="PORT",
                             help="find port (default %(default)s)")
-        parser.add_argument("--event-port", type=int, default=6703, metavar="PORT",
+        parser.add_argument("--event-port", type=_port, default=6703, metavar="PORT",
                             help="event port (default %(default)s)")
-    parser.add_argument("--styx-port", type=int, default=6675, metavar="PORT",
+    parser.add_argument("--styx-port", type=_port, default=6675, metavar="PORT",
                         help="Styx port (default %(default)s)")
     parser.add_argument("--user", default="none",
                         help="Styx user name: it owns what it registers, and only it may "
@@ -251,11 +297,18 @@ def _add_client_options(parser: argparse.ArgumentParser, *, tcp: bool = True) ->
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .limits import Limits
     from .server.listen import DEFAULT_KEEPALIVE
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -264,13 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run an embedded registry (three-port TCP gateway, "
                                             "optionally Styx).")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    serve.add_argument("--new-port", type=int, default=6701, metavar="PORT",
+    serve.add_argument("--new-port", type=_port, default=6701, metavar="PORT",
                        help="registration port (default %(default)s; 0 picks one)")
-    serve.add_argument("--find-port", type=int, default=6702, metavar="PORT",
+    serve.add_argument("--find-port", type=_port, default=6702, metavar="PORT",
                        help="find port (default %(default)s; 0 picks one)")
-    serve.add_argument("--event-port", type=int, default=6703, metavar="PORT",
+    serve.add_argument("--event-port", type=_port, default=6703, metavar="PORT",
                        help="event port (default %(default)s; 0 picks one)")
-    serve.add_argument("--styx-port", type=int, metavar="PORT",
+    serve.add_argument("--styx-port", type=_port, metavar="PORT",
                        help="also serve over Styx on PORT (Inferno's is 6675; 0 picks one)")
     serve.add_argument("--store", metavar="URL",
                        help="where the registry lives: memory: (default, this process) or "
@@ -295,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default %(default)s)")
     serve.add_argument("--request-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="a new connection must name its service, a find send its filter, "
-                            "within SECONDS (default %(default)s)")
+                            "a Styx connection its Tversion, within SECONDS (default %(default)s)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     serve.set_defaults(func=cmd_serve)
 
@@ -346,5 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; every failure is one line on stderr and a non-zero status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a bug: one line, the traceback only with -v
+        if getattr(args, "verbose", False):
+            raise
+        print(f"regmgr {args.command}: {type(err).__name__}: {err} (-v shows where)", file=sys.stderr)
+        return 1

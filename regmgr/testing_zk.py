@@ -120,6 +120,7 @@ class Ensemble:
             "admin.enableServer=false",
             "4lw.commands.whitelist=srvr,ruok,mntr",
             "maxClientCnxns=0",
+            "forceSync=no",
         ] + [
             f"server.{j + 1}=127.0.0.1:{self._peer_ports[j]}:{self._election_ports[j]}"
             for j in range(self.size)

@@ -7,7 +7,9 @@ import pytest
 
 from regmgr import TCP, RegMgr, Styx
 from regmgr.testing import RegistryProcess
-from zkutil import zk_ensemble, zk_root  # noqa: F401 (fixtures: a ZooKeeper ensemble)
+
+# The stores' fixtures: a ZooKeeper ensemble, and registry_server over each store.
+pytest_plugins = ["zkutil"]
 
 
 class HubErrors:

@@ -70,7 +70,7 @@ def test_unregister_without_a_registry_fails_cleanly(registry_server, capsys):
     args = styx_args(registry_server)
     registry_server.stop()
     assert main(["unregister", "x", *args]) == 1
-    assert capsys.readouterr().err.startswith("regmgr unregister: x: styx 127.0.0.1")
+    assert capsys.readouterr().err.startswith("regmgr unregister: x: no registry at 127.0.0.1")
 
 
 def test_serve_logs_the_styx_port_only_when_serving_it():

@@ -42,7 +42,7 @@ def test_find_without_a_registry_fails_cleanly(registry_server, capsys):
     args = ports(registry_server)
     registry_server.stop()
     assert main(["find", *args]) == 1
-    assert capsys.readouterr().err.startswith("regmgr find: find 127.0.0.1")
+    assert capsys.readouterr().err.startswith("regmgr find: no registry at 127.0.0.1")
 
 
 def test_odd_pairs_are_refused(registry_server):

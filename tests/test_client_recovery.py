@@ -132,3 +132,28 @@ def test_styx_write_limit_met_in_a_task_is_logged_and_retried(registry_server, c
         svc.update({"big": "small"})
         eventually(lambda: svc.registered)
         assert registry_server.index() == {"svc": {"big": "small"}}
+
+
+def test_services_register_in_turns_and_hold_no_greenlet(manager, registry_server, monkeypatch):
+    """At most CONCURRENT_REGISTRATIONS register at once; a registered one holds no greenlet."""
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 5)
+    services = [manager.attach(Service(f"s{i}", {"i": i})) for i in range(40)]
+    assert sum(s._greenlet is not None for s in services) == 5
+    eventually(lambda: all(s.registered for s in services), timeout=20)
+    assert len(registry_server.index()) == 40
+    assert all(s._greenlet is None for s in services)
+
+
+def test_refused_services_do_not_hold_up_the_others(manager_factory, registry_server,
+                                                    monkeypatch):
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 2)
+    holder = manager_factory(registry_server)
+    taken = [holder.attach(Service(f"dup{i}")) for i in range(4)]
+    eventually(lambda: all(s.registered for s in taken))
+    mgr = manager_factory(registry_server, backoff=FAST)
+    refused = [mgr.attach(Service(f"dup{i}", {"second": "yes"})) for i in range(4)]
+    fresh = mgr.attach(Service("fresh"))
+    eventually(lambda: fresh.registered, timeout=10)
+    assert not any(s.registered for s in refused)
+    holder.close()  # the names come free: the refused ones get them
+    eventually(lambda: all(s.registered for s in refused), timeout=10)

@@ -113,3 +113,13 @@ def test_a_find_sees_a_registration_sent_at_the_same_moment():
     figures = attacks.find_order(tries=30)
     assert figures["registration_first"] >= 27
     assert figures["find_first"] >= 27
+
+
+def test_a_styx_connection_without_tversion_is_closed_at_the_deadline(quick_deadline):
+    idle = connect(quick_deadline.styx_port)
+    assert closed_by_server(idle, timeout=15)
+    session = attacks.RawStyx(quick_deadline.styx_port)  # versioned: it may stay idle
+    gevent.sleep(1.5)
+    session.open(1, "index", 0)
+    assert session.read(1).data == b""
+    session.close()

@@ -1,5 +1,4 @@
 """Clients that fail over between the frontends of one replicated registry."""
-import time
 
 import pytest
 

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from regmgr.testing import RegistryServer
 from regmgr.testing_zk import Ensemble, zookeeper_available
 
 _roots = itertools.count()
@@ -42,3 +43,17 @@ def restored(ensemble):
             if not ensemble.running(i):
                 ensemble.start_server(i)
         ensemble.wait_serving(list(range(ensemble.size)))
+
+
+@pytest.fixture(params=["memory", "zookeeper"])
+def registry_server(request):
+    """The in-process registry over each store, so that every test using it runs
+    against the memory store and against a ZooKeeper-backed frontend."""
+    if request.param == "memory":
+        with RegistryServer() as server:
+            yield server
+        return
+    ensemble = request.getfixturevalue("zk_ensemble")
+    root = request.getfixturevalue("zk_root")
+    with RegistryServer(store=ensemble.url(root), session_timeout=2.0) as server:
+        yield server

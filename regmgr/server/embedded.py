@@ -119,7 +119,8 @@ class EmbeddedRegistry:
                              name_timeout=self.request_timeout, find_timeout=self.request_timeout)
         gateway.start()
         if self._styx_port is not None:
-            styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive)
+            styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive,
+                              version_timeout=self.request_timeout)
             try:
                 styx.start()
             except BaseException:

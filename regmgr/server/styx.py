@@ -39,6 +39,8 @@ __all__ = ["StyxServer", "MAX_MSIZE", "MAX_IOUNIT"]
 
 #: Reply bytes queued for a client before its session stops reading requests.
 _BACKLOG = 1 << 20
+#: Connections without a Tversion closed per descriptor shortage.
+_SHED = 64
 
 
 class _Outbox:
@@ -103,12 +105,27 @@ class _Connection:
         self.decoder = ninep.Decoder(MAX_MSIZE)
         self.session = StyxSession(frontend.registry, frontend.started, frontend.listings)
         self.outbox = _Outbox(sock)
+        self.frontend = frontend
 
     def run(self) -> None:
-        """Serve requests until the client hangs up or breaks the protocol."""
+        """Serve requests until the client hangs up or breaks the protocol.
+
+        Until a Tversion succeeds the connection holds a descriptor for
+        nothing: it must get there within the frontend's ``version_timeout``.
+        """
         self.registry.subscribe(self._changed)
+        deadline = time.monotonic() + self.frontend.version_timeout
         try:
             while True:
+                if not self.session.msize:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        log.debug("styx %s: no Tversion in time, closing", self.peer)
+                        break
+                    self.sock.settimeout(left)
+                else:
+                    self.frontend.waiting.pop(self.sock, None)
+                    self.sock.settimeout(None)
                 data = self.sock.recv(65536)
                 if not data:
                     break
@@ -141,15 +158,19 @@ class StyxServer:
     """Serve ``registry`` over Styx on one TCP port (0 picks an ephemeral port)."""
 
     def __init__(self, registry: Store, host: str = "127.0.0.1", port: int = 6675, *,
-                 keepalive: float = DEFAULT_KEEPALIVE) -> None:
+                 keepalive: float = DEFAULT_KEEPALIVE, version_timeout: float = 5.0) -> None:
+        """``version_timeout``: seconds a new connection has to send a valid Tversion."""
         self.registry = registry
         self.host = host
         self.started = int(time.time())
+        self.version_timeout = version_timeout
         self.listings = Listings(registry)  # snapshots shared by every session
         # Replies are small frames: no Nagle delay.
         self._server = Listener((host, port), self._serve, name="styx", keepalive=keepalive,
-                                nodelay=True)
+                                nodelay=True, shed=self._shed)
         self._clients: set[GeventSocket] = set()
+        #: Connections without a Tversion yet, oldest first: shed when descriptors run out.
+        self.waiting: dict[GeventSocket, None] = {}
 
     @property
     def port(self) -> int:
@@ -171,12 +192,20 @@ class StyxServer:
             sock.close()
         self._server.stop(timeout=1)
 
+    def _shed(self) -> None:
+        """Out of descriptors: close the oldest connections that sent no Tversion yet."""
+        for sock in list(self.waiting)[:_SHED]:
+            self.waiting.pop(sock, None)
+            sock.close()
+
     def _serve(self, sock: GeventSocket, address: object) -> None:
         peer = peer_text(address)
         self._clients.add(sock)
+        self.waiting[sock] = None
         log.debug("styx %s: connected", peer)
         try:
             _Connection(self, sock, peer).run()
         finally:
+            self.waiting.pop(sock, None)
             self._clients.discard(sock)
             log.debug("styx %s: closed", peer)

@@ -45,7 +45,7 @@ from gevent.event import Event
 from ..errors import RegistryError
 from ..limits import DEFAULT_LIMITS, Limits, service_error
 from ..wire import format_service, service_name_error, unquote
-from .state import GONE, Registry, Service, persist_value
+from .state import GONE, Filter, Registry, Service, persist_value
 from .store import StoreError
 
 try:
@@ -67,6 +67,7 @@ __all__ = ["ZooKeeperStore", "UNAVAILABLE", "node_key"]
 #: Error text of a write the ensemble could not take in time.
 UNAVAILABLE = "registry store unavailable"
 _RETRIES = 8
+_TOMBS = 10_000  # incarnations remembered as gone, at most
 
 
 class _Node(NamedTuple):
@@ -137,6 +138,13 @@ class ZooKeeperStore(Registry):
         self._initialized = Event()
         self._serving_listeners: list[Callable[[bool], None]] = []
         self._undone: list[tuple[str, int]] = []  # (path, czxid) whose delete must be retried
+        self._tombs: dict[str, int] = {}  # name -> czxid of its last incarnation dropped here
+        self._deleting: dict[str, Event] = {}  # path -> set once its delete is done
+        self._in_flight: set[Event] = set()  # one per write waiting for ZooKeeper
+        self._writers: dict[str, gevent.Greenlet] = {}  # name -> its write-behind greenlet
+        self._behind: dict[str, list[tuple[str, str]]] = {}  # name -> pairs not yet written
+        #: name -> the last change seen from the watch while its writer ran
+        self._missed: dict[str, tuple[str, list[tuple[str, str]], _Node]] = {}
         handler = SequentialGeventHandler()
         retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=1.0,
                            sleep_func=handler.sleep_func)
@@ -239,15 +247,24 @@ class ZooKeeperStore(Registry):
             return
         node = _Node.of(data.stat)
         if event.event_type == TreeEvent.NODE_REMOVED:
+            if self._tombs.get(name) == node.czxid:
+                del self._tombs[name]
             have = self._nodes.get(name)
             if have is not None and have.czxid == node.czxid and (svc := self.get(name)):
                 self._forget(svc)
+        elif name in self._writers:
+            self._missed[name] = (owner, attrs, node)  # its writer applies it when done
         else:
             self._upsert(name, owner, attrs, node)
 
     def _upsert(self, name: str, owner: str, attrs: list[tuple[str, str]], node: _Node,
                 svc: Optional[Service] = None) -> None:
         """Make the mirror hold ``node``, unless it already holds that or newer."""
+        tomb = self._tombs.get(name)
+        if tomb is not None:
+            if node.czxid <= tomb:
+                return  # an incarnation already gone
+            del self._tombs[name]
         have = self.get(name)
         old = self._nodes.get(name)
         if have is not None and old is not None:
@@ -266,7 +283,13 @@ class ZooKeeperStore(Registry):
 
     def _forget(self, svc: Service) -> None:
         if svc.name is not None:
-            self._nodes.pop(svc.name, None)
+            node = self._nodes.pop(svc.name, None)
+            if node is not None:
+                # The watch may still report this incarnation's creation or
+                # writes: they must not bring it back.
+                self._tombs[svc.name] = node.czxid
+                if len(self._tombs) > _TOMBS:
+                    del self._tombs[next(iter(self._tombs))]
         if not svc.removed:
             self._drop(svc)
 
@@ -304,10 +327,37 @@ class ZooKeeperStore(Registry):
                 log.warning("zookeeper: %s", err or type(err).__name__)
                 raise RegistryError(UNAVAILABLE) from None
 
+    # -- reads -----------------------------------------------------------------------
+
+    def find(self, pairs: Filter) -> str:
+        """From the mirror, once the writes this frontend already took are decided.
+
+        In memory a write is applied when it arrives, so a find sent after a
+        registration (on another connection) sees it, or sees it refused;
+        clients confirm registrations that way. Here a write waits for
+        ZooKeeper: a find waits for the writes in flight when it came (at
+        most ``write_timeout``), so the order is kept.
+        """
+        pending = list(self._in_flight)
+        if pending:
+            deadline = time.monotonic() + self.write_timeout
+            for done in pending:
+                done.wait(max(0.0, deadline - time.monotonic()))
+        return super().find(pairs)
+
     # -- writes ----------------------------------------------------------------------
 
     def write(self, svc: Service, text: str) -> None:
         """One write to a service file: the first names it (creates its node)."""
+        done = Event()
+        self._in_flight.add(done)
+        try:
+            self._write(svc, text)
+        finally:
+            self._in_flight.discard(done)
+            done.set()
+
+    def _write(self, svc: Service, text: str) -> None:
         if svc.removed:
             raise RegistryError(GONE)
         words = unquote(text)
@@ -337,6 +387,9 @@ class ZooKeeperStore(Registry):
 
     def _create(self, svc: Service, name: str, attrs: list[tuple[str, str]]) -> None:
         path, data = self._path(name), _encode(svc.owner, name, attrs)
+        deleting = self._deleting.get(path)
+        if deleting is not None:  # this frontend's own release of the name, on its way
+            deleting.wait(self.write_timeout)
         ephemeral = not _persistent(attrs)
 
         def abandon(done: Any) -> None:  # given up on but applied later: nobody's node
@@ -368,6 +421,72 @@ class ZooKeeperStore(Registry):
         return stat if mine and have == data else None
 
     def _update(self, svc: Service, pairs: list[tuple[str, str]]) -> None:
+        """A later write: in the mirror now, in ZooKeeper right after (write-behind).
+
+        Updates of one service are written by one greenlet, each time with
+        every change since its last write, so a client that updates faster
+        than ZooKeeper answers is never held back (in memory it is not
+        either). Only a write that changes the node's kind (``persist``)
+        waits for ZooKeeper.
+        """
+        assert svc.name is not None
+        name = svc.name
+        node = self._nodes.get(name)
+        if node is None or svc.removed:
+            raise RegistryError(GONE)
+        if _persistent(_apply(svc.attrs, pairs)) == (node.session != 0):
+            writer = self._writers.get(name)
+            if writer is not None:
+                writer.join(self.write_timeout)
+            self._swap(svc, pairs)
+            return
+        for attr, value in pairs:
+            svc.set(attr, value)
+        svc.vers += 1
+        self._changed()
+        self._behind.setdefault(name, []).extend(pairs)
+        if name not in self._writers:
+            self._writers[name] = gevent.spawn(self._write_behind, svc, name)
+
+    def _write_behind(self, svc: Service, name: str) -> None:
+        path = self._path(name)
+        try:
+            while not svc.removed and (pairs := self._behind.pop(name, None)):
+                node = self._nodes.get(name)
+                if node is None:
+                    return
+                try:
+                    stat = self._call("set", path, _encode(svc.owner, name, svc.attrs),
+                                      version=node.version)
+                except BadVersionError:
+                    # Another frontend wrote it: ours go on top of theirs.
+                    self._behind[name] = pairs + self._behind.get(name, [])
+                    data, stat = self._call("get", path)
+                    _, _, theirs = _decode(data)
+                    svc.attrs = _apply(theirs, self._behind[name])
+                    svc.vers += 1
+                    self._nodes[name] = _Node.of(stat)
+                    self._changed()
+                    continue
+                except RegistryError:  # unavailable: try again until the session tells
+                    self._behind[name] = pairs + self._behind.get(name, [])
+                    gevent.sleep(0.5)
+                    continue
+                self._nodes[name] = _Node.of(stat)
+        except NoNodeError:
+            self._forget(svc)
+        except RegistryError as err:
+            log.warning("zookeeper: update of %r not written: %s", name, err)
+        finally:
+            self._writers.pop(name, None)
+            self._behind.pop(name, None)
+            missed = self._missed.pop(name, None)
+            if missed is not None and not svc.removed:
+                self._upsert(name, *missed)
+
+    def _swap(self, svc: Service, pairs: list[tuple[str, str]]) -> None:
+        """A write that makes the service persistent or not: a new node of the
+        other kind, in one transaction with the old one's delete."""
         assert svc.name is not None
         name, path = svc.name, self._path(svc.name)
         for _ in range(_RETRIES):
@@ -375,22 +494,17 @@ class ZooKeeperStore(Registry):
             if node is None or svc.removed:
                 raise RegistryError(GONE)
             attrs = _apply(svc.attrs, pairs)
-            data = _encode(svc.owner, name, attrs)
             persistent = _persistent(attrs)
             try:
-                if persistent == (node.session != 0):
-                    # The node's kind must change: swap it in one transaction.
-                    tx = self._zk.transaction()
-                    tx.delete(path, version=node.version)
-                    tx.create(path, data, ephemeral=not persistent)
-                    outcome, _ = self._retried(tx.commit_async)
-                    if isinstance(outcome[0], Exception):
-                        raise outcome[0]
-                    stat = self._call("exists", path)
-                    if stat is None:
-                        raise NoNodeError()
-                else:
-                    stat = self._call("set", path, data, version=node.version)
+                tx = self._zk.transaction()
+                tx.delete(path, version=node.version)
+                tx.create(path, _encode(svc.owner, name, attrs), ephemeral=not persistent)
+                outcome, _ = self._retried(tx.commit_async)
+                if isinstance(outcome[0], Exception):
+                    raise outcome[0]
+                stat = self._call("exists", path)
+                if stat is None:
+                    raise NoNodeError()
             except BadVersionError:
                 self._refresh(svc)  # someone else wrote it: merge into theirs
                 continue
@@ -450,19 +564,31 @@ class ZooKeeperStore(Registry):
 
     def _delete_later(self, path: str, czxid: int) -> None:
         """Delete the node at ``path`` if it is still incarnation ``czxid``; retried
-        after a reconnection if the connection fails meanwhile."""
+        after a reconnection if the connection fails meanwhile. Until it is
+        done, a registration of the same name here waits for it (as in
+        memory, where a name is free again as soon as its holder closes)."""
+        deleted = self._deleting.setdefault(path, Event())
+
+        def finish() -> None:
+            if self._deleting.get(path) is deleted:
+                del self._deleting[path]
+            deleted.set()
 
         def done(result: Any) -> None:
             if isinstance(result.exception, (ConnectionLoss, ConnectionClosedError)):
                 self._undone.append((path, czxid))
             elif result.exception is not None and not isinstance(result.exception, NoNodeError):
                 log.warning("zookeeper: delete %s: %r", path, result.exception)
+            finish()
 
         def check(result: Any) -> None:
             if result.successful():
                 stat = result.value
                 if stat is not None and stat.czxid == czxid:
-                    self._zk.delete_async(path, version=stat.version).rawlink(done)
+                    # Any version: a write-behind may land between the two calls.
+                    self._zk.delete_async(path).rawlink(done)
+                    return
+                finish()
             else:
                 done(result)
 
