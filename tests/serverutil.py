@@ -87,7 +87,11 @@ class Relay:
         self._server.stop(timeout=1)
 
     def _handle(self, client, address):
-        upstream = gevent.socket.create_connection(self.target, timeout=5)
+        try:
+            upstream = gevent.socket.create_connection(self.target, timeout=5)
+        except OSError:  # the registry stopped (a client reconnecting at teardown)
+            client.close()
+            return
         upstream.settimeout(None)
         back = gevent.spawn(self._pump, upstream, client, False)
         try:
