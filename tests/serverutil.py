@@ -89,7 +89,7 @@ class Relay:
     def _handle(self, client, address):
         try:
             upstream = gevent.socket.create_connection(self.target, timeout=5)
-        except OSError:  # the registry stopped (a client reconnecting at teardown)
+        except OSError:  # the server is gone (a test's teardown): so is this client
             client.close()
             return
         upstream.settimeout(None)

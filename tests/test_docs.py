@@ -1,8 +1,11 @@
 """The documentation's own files: its pytest example runs as shown, the version is one."""
+import ast
 import pathlib
 import sys
 
 from gevent import subprocess
+
+import pytest
 
 import regmgr
 
@@ -30,3 +33,57 @@ def test_version_is_the_installed_metadata(capsys):
     except SystemExit as stop:
         assert stop.code == 0
     assert capsys.readouterr().out == f"regmgr {regmgr.__version__}\n"
+
+
+def python_blocks(path):
+    """The Python examples of an .rst file: ``code-block:: python`` blocks and
+    ``::`` blocks that start with an import."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if not (line.strip() == ".. code-block:: python" or
+                (line.endswith("::") and not line.lstrip().startswith(".."))):
+            continue
+        body = []
+        for text in lines[i + 1:]:
+            if text.strip() and not text.startswith("    "):
+                break
+            body.append(text[4:])
+        code = "\n".join(body).strip() + "\n"
+        if line.strip() == ".. code-block:: python" or code.startswith(("from ", "import ")):
+            found.append(code)
+    return found
+
+
+EXAMPLES_ON_THE_DEFAULT_REGISTRY = [
+    (path, code)
+    for path in (DOCS.parent / "README.rst", DOCS / "guides" / "gevent-app.rst")
+    for code in python_blocks(path) if 'TCP("127.0.0.1")' in code
+]
+
+
+@pytest.mark.parametrize("path, code", EXAMPLES_ON_THE_DEFAULT_REGISTRY,
+                         ids=[path.name for path, _ in EXAMPLES_ON_THE_DEFAULT_REGISTRY])
+def test_example_runs_against_a_registry(path, code, registry_server, tmp_path):
+    """The example as written; only the registry's ports are this test's own.
+
+    The default ports 6701-6703 may be taken on a shared machine, so
+    ``TCP("127.0.0.1")`` becomes a TCP of the same host on the test's ports.
+    """
+    ours = (f'TCP("127.0.0.1", new_port={registry_server.new_port}, '
+            f'find_port={registry_server.find_port}, event_port={registry_server.event_port})')
+    script = tmp_path / "example.py"
+    script.write_text(code.replace('TCP("127.0.0.1")', ours))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    # The last dict printed is the lookup's answer; whether it lists the example's
+    # own service depends on which of two connections the registry served first.
+    found = ast.literal_eval([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    assert isinstance(found, dict) and set(found) <= {"tcp!10.0.0.5!8080"}
+
+
+def test_the_readme_and_the_gevent_guide_have_examples_to_run():
+    assert {path.name for path, _ in EXAMPLES_ON_THE_DEFAULT_REGISTRY} == {"README.rst",
+                                                                          "gevent-app.rst"}

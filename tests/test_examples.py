@@ -76,6 +76,7 @@ class Example:
         except subprocess.TimeoutExpired:
             raise AssertionError(self.log()) from None
         assert code == 0, self.log()
+        assert "Traceback" not in self.log(), self.log()  # no greenlet died on the way
         return gone_after
 
     def kill(self):

@@ -65,6 +65,11 @@ NOT_RUN = {
     "pip install -e . sphinx furo sphinx-argparse": "the same",
     "python -m sphinx docs docs/_build/html": "needs the packages above",
     "python -m sphinx -W -b html docs docs/_build/html": "needs the packages above",
+    "regmgr serve --host 0.0.0.0 --styx-port 6675 --store zookeeper://zk1:2181,zk2:2181,zk3:2181/regmgr":
+        "needs a ZooKeeper ensemble on hosts zk1-zk3: tests/test_zk_failover.py runs "
+        "regmgr serve --store zookeeper://... (three of them) against a real three-server ensemble",
+    "pip install 'regmgr[zookeeper]'":
+        "installs regmgr from the package index; .ci/run installs kazoo the same way (test extra)",
     "python -m regmgr": "another name for the regmgr command (alone it prints its usage): "
                         "test_python_m_regmgr_is_the_regmgr_command checks the two agree",
 }

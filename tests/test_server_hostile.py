@@ -102,17 +102,18 @@ def test_out_of_descriptors_existing_clients_are_served_and_it_is_said_once():
 
 
 def test_fuzz_all_four_ports():
-    figures = attacks.fuzz(inputs=3000, seconds=60, seed=int(time.time()))
-    assert figures["answered_right"], figures
+    seed = int(time.time())
+    figures = attacks.fuzz(inputs=3000, seconds=60, seed=seed)
+    assert figures["answered_right"], (seed, figures)
     assert figures["tracebacks"] == 0
     assert figures["rss_growth_after_warmup_mib"] < 30
 
 
 def test_a_find_sees_a_registration_sent_at_the_same_moment():
-    """Issue 10 item 5; the bench's probe of 50 tries gives the figure, this a bound."""
-    figures = attacks.find_order(tries=30)
-    assert figures["registration_first"] >= 27
-    assert figures["find_first"] >= 27
+    """Issue 10 item 5: 50 tries in each order (the goal is 49; a loaded CI may lose one more)."""
+    figures = attacks.find_order(tries=50)
+    assert figures["registration_first"] >= 48, figures
+    assert figures["find_first"] >= 48, figures
 
 
 def test_a_styx_connection_without_tversion_is_closed_at_the_deadline(quick_deadline):
@@ -123,3 +124,18 @@ def test_a_styx_connection_without_tversion_is_closed_at_the_deadline(quick_dead
     session.open(1, "index", 0)
     assert session.read(1).data == b""
     session.close()
+
+
+class _SoftLimited(RegistryProcess):
+    """A child started with a soft descriptor limit under its hard one."""
+
+    def _limit_descriptors(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+
+def test_serve_raises_its_soft_descriptor_limit_to_the_hard_one():
+    with _SoftLimited(nofile=1024) as reg:
+        with open(f"/proc/{reg.proc.pid}/limits") as limits:
+            line = next(line for line in limits if line.startswith("Max open files"))
+        assert line.split()[3:5] == ["1024", "1024"]

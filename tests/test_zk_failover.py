@@ -41,7 +41,7 @@ def test_each_reconnection_moves_to_the_next_registry(registries):
     with RegistryServer() as a, RegistryServer() as b:
         with RegMgr(registries(a, b)) as mgr:
             mgr.attach(Service("roaming", {"n": "1"}))
-            eventually(lambda: "roaming" in a.index(), timeout=10)
+            eventually(lambda: "roaming" in a.index(), timeout=30)
             a.stop()  # a dying registry: its clients reconnect to the next
             eventually(lambda: "roaming" in b.index(), timeout=15)
             a.start()
@@ -81,7 +81,7 @@ def test_a_frontend_killed_its_clients_fail_over_and_a_monitor_sees_it(
             # session expires; then every one is registered there.
             eventually(lambda: on(conn, other) and all(s.registered for s in services),
                        timeout=SESSION + 20)
-            eventually(lambda: set(other.index()) == set(names), timeout=10)
+            eventually(lambda: set(other.index()) == set(names), timeout=30)
             # The Monitor saw each service go and come back (or, if its find
             # fell after the new registration, nothing at all): never one lost.
             eventually(lambda: set(n for op, n in seen) == set(names)

@@ -55,5 +55,6 @@ def registry_server(request):
         return
     ensemble = request.getfixturevalue("zk_ensemble")
     root = request.getfixturevalue("zk_root")
-    with RegistryServer(store=ensemble.url(root), session_timeout=2.0) as server:
+    # A long session: a busy machine must not expire it (no test here kills a frontend).
+    with RegistryServer(store=ensemble.url(root), session_timeout=10.0) as server:
         yield server

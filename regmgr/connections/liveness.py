@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import gevent
 
+from ..sockopt import tcp_keepalive
+
 __all__ = ["keepalive", "abort", "check_probe_options", "deadline", "PROBE_INTERVAL",
            "PROBE_TIMEOUT"]
 
@@ -50,12 +52,8 @@ def keepalive(sock: socket.socket, interval: float, timeout: float) -> None:
     (``TCP_USER_TIMEOUT``, Linux). Options the platform lacks are skipped.
     """
     seconds = max(1, math.ceil(interval))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", seconds), ("TCP_KEEPINTVL", seconds),
-                          ("TCP_KEEPCNT", max(1, math.ceil(timeout / seconds))),
-                          ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000)))):
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    tcp_keepalive(sock, idle=seconds, interval=seconds, count=max(1, math.ceil(timeout / seconds)),
+                  user_timeout=timeout)
 
 
 def abort(sock: socket.socket) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Optional, Union
 import gevent
 import gevent.socket
 
-from ..errors import ProtocolError, RegistryError, RegmgrError
+from ..errors import TRANSIENT_ERRORS, ProtocolError, RegistryError
 from ..limits import check_service
 from ..wire import format_attrs, format_service, parse_services, service_name_error
 from .liveness import (PROBE_INTERVAL, PROBE_TIMEOUT, abort, check_probe_options, deadline,
@@ -146,7 +146,7 @@ class TCPEventStream:
                 probe()
                 with _link(self._label):
                     self._sock.sendall(b"\n")
-            except (ConnectionError, RegmgrError) as err:
+            except TRANSIENT_ERRORS as err:
                 self._failure = ConnectionError(f"{self._label}: probe failed: {err}")
                 self._link.lost = True
                 abort(self._sock)  # wakes wait()
@@ -252,7 +252,10 @@ class TCPRegistration:
 
     def close(self) -> None:
         if self._notify is not None and not self._closed:
-            self._end(None)
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.close()  # before the socket closes
+            gevent.get_hub().loop.run_callback(self._end, None)  # from the hub, as promised
         self._closed = True
         if self._link.lost:
             abort(self._sock)  # the registry is gone or unreachable: leave no orphan

@@ -25,6 +25,8 @@ import gevent
 from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
+from ..sockopt import tcp_keepalive
+
 log = logging.getLogger("regmgr.server")
 
 __all__ = ["DEFAULT_KEEPALIVE", "Listener", "peer_text", "raise_nofile_limit", "set_keepalive"]
@@ -64,11 +66,7 @@ def set_keepalive(sock: socket.socket, seconds: float) -> None:
     idle = max(1, int(seconds * 0.4))
     count = max(1, min(_MAX_PROBES, int(seconds - idle)))
     interval = max(1, int((seconds - idle) // count))  # 1 unless over _MAX_PROBES seconds
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
-                          ("TCP_KEEPCNT", count), ("TCP_USER_TIMEOUT", int(seconds * 1000))):
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    tcp_keepalive(sock, idle=idle, interval=interval, count=count, user_timeout=seconds)
 
 
 def raise_nofile_limit() -> Optional[int]:

@@ -100,6 +100,9 @@ def open_store(url: Optional[str] = None, *, limits: Limits = DEFAULT_LIMITS,
         raise StoreError(f"unknown store {url!r}: use memory: or zookeeper://host:port,.../root")
     if not parts.netloc:
         raise StoreError(f"no ZooKeeper hosts in {url!r}")
-    from .zookeeper import ZooKeeperStore
+    try:
+        from .zookeeper import ZooKeeperStore
+    except ImportError as err:
+        raise StoreError(str(err)) from err
     return ZooKeeperStore(parts.netloc, parts.path or "/regmgr", limits=limits,
                           session_timeout=session_timeout)

@@ -160,7 +160,7 @@ class ZooKeeperStore(Registry):
         try:
             self._zk.start(timeout=self.connect_timeout)
             self._zk.ensure_path(self._services)
-        except Exception as err:
+        except (Exception, self._zk.handler.timeout_exception) as err:
             self._zk.stop()
             raise StoreError(f"cannot reach ZooKeeper at {self.hosts}: {err}") from err
         self._cache = TreeCache(self._zk, self._services)

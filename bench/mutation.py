@@ -1,0 +1,129 @@
+"""Mutation score of regmgr's sans-I/O core and its tasks, measured with mutmut.
+
+    pip install -e '.[test,mutation]'
+    python bench/mutation.py                 # the committed tree (HEAD)
+    python bench/mutation.py --ref 03a736b   # the tree and tests of another commit
+
+It exports the tree at ``--ref`` into a scratch directory (the work tree is
+never touched), adds the ``[mutmut]`` settings below to that copy's
+setup.cfg, runs ``mutmut run`` there and prints the score and every
+surviving mutant with its diff. mutmut runs, for each mutant, only the
+tests that call the mutated function, so a run takes minutes, not hours;
+``--max-children`` bounds the CPUs it takes (the machine is shared).
+
+Mutated: wire.py, ninep.py, server/state.py, tasks/, backoff.py. Tests: the
+fast ones that exercise them (no child processes, no network namespaces).
+Not part of .ci/run: a run takes several minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTATED = ["regmgr/wire.py", "regmgr/ninep.py", "regmgr/server/state.py",
+           "regmgr/tasks/*", "regmgr/backoff.py"]
+TESTS = ["tests/test_wire.py", "tests/test_ninep.py", "tests/test_server_state.py",
+         "tests/test_server_styxproto.py", "tests/test_server_index.py",
+         "tests/test_client_tasks.py", "tests/test_client_settle.py",
+         "tests/test_client_manager.py", "tests/test_backoff.py"]
+# Not test_client_recovery.py: it builds a Backoff at import time, which
+# mutmut's trampolines refuse (they must be called from a test).
+STATUSES = ("killed", "survived", "timeout", "suspicious", "no tests", "skipped",
+            "segfault", "not checked", "caught by type check")
+
+
+def export(ref: str, into: Path) -> None:
+    """The tree of ``ref`` (tracked files only) into ``into``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref],
+                             check=True, capture_output=True).stdout
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(archive)
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp) as tar:
+            tar.extractall(into, filter="data")
+
+
+def configure(tree: Path, mutated: list[str]) -> list[str]:
+    """Append the [mutmut] section; return the test files that exist at this ref."""
+    tests = [t for t in TESTS if (tree / t).exists()]
+    lines = ["", "[mutmut]", "source_paths = regmgr", "only_mutate ="]
+    lines += [f"    {pattern}" for pattern in mutated]
+    lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
+    # gevent's hub does not survive a plain fork of a process that ran the suite.
+    lines += ["process_isolation = forkserver", "use_git_change_detection = false",
+              "debug = true", ""]
+    with open(tree / "setup.cfg", "a") as cfg:
+        cfg.write("\n".join(lines))
+    return tests
+
+
+def counts(tree: Path) -> tuple[dict[str, int], list[str]]:
+    """Mutants per status, and the names of the survivors (from ``mutmut results``)."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"],
+                         cwd=tree, capture_output=True, text=True).stdout
+    by_status: dict[str, int] = {}
+    survivors = []
+    for line in out.splitlines():
+        match = re.match(r"\s*(\S+): (.+)$", line)
+        if not match:
+            continue
+        name, status = match.groups()
+        by_status[status] = by_status.get(status, 0) + 1
+        if status == "survived":
+            survivors.append(name)
+    return by_status, survivors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ref", default="HEAD", help="commit to measure (default HEAD)")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, help="keep the scratch tree here")
+    parser.add_argument("--no-diffs", action="store_true", help="list survivors without diffs")
+    parser.add_argument("--mutate", nargs="+", default=MUTATED, metavar="GLOB",
+                        help="files to mutate (default: the core and the tasks)")
+    args = parser.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="regmgr-mutation-"))
+    if work.exists() and any(work.iterdir()):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    export(args.ref, work)
+    tests = configure(work, args.mutate)
+    print(f"mutating {', '.join(args.mutate)} at {args.ref} in {work}\ntests: {' '.join(tests)}",
+          flush=True)
+    started = time.monotonic()
+    with open(work / "mutmut-run.log", "w") as log:  # pytest's output of every run
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children",
+                        str(args.max_children)], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    minutes = (time.monotonic() - started) / 60
+    by_status, survivors = counts(work)
+    total = sum(by_status.values())
+    if not total:
+        print("mutmut reported no mutants: see", work / "mutmut-run.log")
+        return 1
+    checked = total - by_status.get("no tests", 0)
+    print(f"\n{total} mutants in {minutes:.1f} min: "
+          + ", ".join(f"{by_status[s]} {s}" for s in STATUSES if by_status.get(s)))
+    print(f"surviving: {len(survivors)} of {total} = {100 * len(survivors) / total:.1f}% "
+          f"(of the {checked} that some test runs: {100 * len(survivors) / max(checked, 1):.1f}%)")
+    for name in survivors:
+        print(f"\n== {name}")
+        if not args.no_diffs:
+            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work,
+                                  capture_output=True, text=True).stdout
+            print("\n".join(line for line in diff.splitlines()
+                            if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
