@@ -35,12 +35,16 @@ def test_each_run_starts_again_from_initial():
     assert first(backoff, 3) == first(backoff, 3) == [0.05, 0.1, 0.2]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"initial": 0}, {"initial": -0.1}, {"initial": 0.5, "maximum": 0.4}, {"factor": 0.99},
+@pytest.mark.parametrize("kwargs, says", [
+    ({"initial": 0}, "need 0 < initial <= maximum"),
+    ({"initial": -0.1}, "need 0 < initial <= maximum"),
+    ({"initial": 0.5, "maximum": 0.4}, "need 0 < initial <= maximum"),
+    ({"factor": 0.99}, "factor must be at least 1"),
 ])
-def test_bad_policies_are_refused(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_policies_are_refused(kwargs, says):
+    with pytest.raises(ValueError) as error:
         Backoff(**kwargs)
+    assert str(error.value) == says
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -2,6 +2,7 @@
 
 import gevent
 import gevent.event
+import gevent.socket
 import pytest
 from gevent.server import StreamServer
 
@@ -154,6 +155,37 @@ def test_lookup_callback_errors_are_logged(manager, caplog):
     lookup = manager.attach(Lookup(callback=callback))
     assert lookup.wait(5) == {}
     eventually(lambda: "callback bug" in caplog.text)
+    assert f"lookup callback {callback!r} raised" in caplog.text
+
+
+def test_lookup_wait_times_out_with_a_clear_error():
+    with pytest.raises(TimeoutError, match=r"^no lookup result within 0.05 s$"):
+        Lookup({"k": "v"}).wait(0.05)
+
+
+def test_a_failing_find_is_logged_with_the_lookup_and_retried(registry_server, caplog):
+    nothing = gevent.socket.socket()
+    nothing.bind(("127.0.0.1", 0))  # a port with no listener
+    conn = TCP("127.0.0.1", new_port=registry_server.new_port,
+               find_port=nothing.getsockname()[1], event_port=registry_server.event_port)
+    mgr = RegMgr(conn)
+    try:
+        lookup = mgr.attach(Lookup({"k": "v"}))
+        eventually(lambda: "Lookup({'k': 'v'}): " in caplog.text)
+        assert lookup.manager is mgr  # still attached: it tries again
+    finally:
+        mgr.close()
+        nothing.close()
+
+
+def test_monitor_defaults_and_stale_reports(manager):
+    assert Monitor().settle == 2.0  # the documented default
+    stale = []
+    monitor = manager.attach(Monitor(on_stale=stale.append))
+    assert monitor.stale
+    eventually(lambda: stale == [False])
+    manager.detach(monitor)
+    assert monitor.stale and stale == [False, True]
 
 
 # -- Monitor ----------------------------------------------------------------
@@ -295,6 +327,7 @@ def test_monitor_stop_lets_a_callback_finish_and_delivers_no_more(manager, regis
     release.set()
     eventually(lambda: finished)
     assert len(finished) == 1 and set(monitor.services) == set(finished)
+    monitor.stop()  # again, as a manager closed after a disconnection does: harmless
     for sock in socks:
         sock.close()
 

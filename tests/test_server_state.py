@@ -177,3 +177,45 @@ def test_kept_line_size_is_the_listing_s():
     svc.attrs = [("x", "1"), ("y", "'")]
     assert svc.line == "s.é x 1 y ''''\n"
     assert svc.size + name == len(svc.line.encode())
+
+
+# -- the static database (registry4.md §8) ---------------------------------------------
+
+def test_static_services_are_named_and_owned_by_the_registry():
+    reg = Registry()
+    assert reg.add_static("click", [("auth", "none"), ("description", "snapshot service")])
+    svc = reg.get("click")
+    assert (svc.name, svc.owner) == ("click", "registry")
+    assert parse_services(reg.index()) == {"click": {"auth": "none",
+                                                     "description": "snapshot service"}}
+    assert reg.version == 1
+    assert reg.add_static("other", [], owner="inferno") and reg.get("other").owner == "inferno"
+    assert reg.version == 2  # one step per service, as for a named write
+
+
+@pytest.mark.parametrize("name", ["a/b", "a b", "new", "", "x" * 2000])
+def test_static_services_with_a_bad_name_are_refused(name):
+    reg = Registry()
+    assert not reg.add_static(name, [("a", "1")])
+    assert (reg.index(), reg.version, len(reg._slots)) == ("", 0, 0)
+
+
+def test_a_static_service_of_a_taken_name_is_refused():
+    reg = Registry()
+    named(reg, "s a 1")
+    assert not reg.add_static("s", [("b", "2")])
+    assert parse_services(reg.index()) == {"s": {"a": "1"}} and reg.version == 1
+
+
+def test_subscribers_hear_every_version_until_they_unsubscribe():
+    reg = Registry()
+    heard, other = [], []
+    reg.subscribe(heard.append)
+    reg.subscribe(other.append)
+    svc = named(reg, "s a 1")
+    reg.write(svc, "b 2")
+    reg.unsubscribe(heard.append)
+    reg.release(svc)
+    assert (heard, other) == ([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        reg.unsubscribe(heard.append)  # not subscribed any more

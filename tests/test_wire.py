@@ -116,10 +116,14 @@ def test_service_name_error(name, error):
 def test_normalize_attrs():
     assert normalize_attrs(None) == {}
     assert normalize_attrs({"a": 1, "b": 2.5, "c": "x"}) == {"a": "1", "b": "2.5", "c": "x"}
-    for bad in ({"a": None}, {"a": True}, {1: "x"}, {"a": b"x"}):
-        with pytest.raises(TypeError):
+    for bad, says in (({"a": None}, "value of attribute 'a' must be str or a number, not NoneType"),
+                      ({"a": True}, "value of attribute 'a' must be str or a number, not bool"),
+                      ({"a": b"x"}, "value of attribute 'a' must be str or a number, not bytes"),
+                      ({1: "x"}, "attribute name must be str, not int: 1")):
+        with pytest.raises(TypeError) as error:
             normalize_attrs(bad)
-    with pytest.raises(TypeError):
+        assert str(error.value) == says  # a clear error names the culprit
+    with pytest.raises(TypeError, match="^attributes must be a mapping, not list$"):
         normalize_attrs([("a", "b")])
 
 

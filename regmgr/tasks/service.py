@@ -178,8 +178,9 @@ class Service(TaskBase):
             registration.close()
             if error is None and self._dropped:
                 error = RegistryError("no longer listed by the registry")
-            if error is None or not self._started or self._greenlet is not None:
-                return  # closed by stop(), or already registering again
+            if (error is None or not self._started or self._greenlet is not None
+                    or self._registration is not None):
+                return  # closed by stop(), or already registering (or registered) again
             log.warning("%.200r: lost: %s", self, error)
             _turns_of(connection).start(self, connection, backoff, next(backoff.delays()))
         except Exception:
@@ -192,8 +193,9 @@ class _Checks:
     After an event (:attr:`wanted`), at most once per :data:`RECHECK_INTERVAL`,
     one greenlet runs one find for all of them, filtered by the attributes
     they have in common, and drops each one it missed (closes its registration).
-    (A check per Service took N finds of N services, and a greenlet wake-up per Service, every
-    second of churn: most of a process's CPU at 10,000 services.)
+    (A check per Service took N finds of N services, and a greenlet wake-up
+    per Service, every second of churn: most of a process's CPU at 10,000
+    services.)
     """
 
     def __init__(self) -> None:
@@ -264,7 +266,8 @@ class _Turns:
         while self._waiting and self._running < CONCURRENT_REGISTRATIONS:
             service, connection, backoff, pause = self._waiting.popleft()
             manager = service.manager
-            if (service._started and service._greenlet is None and manager is not None
+            if (service._started and service._greenlet is None
+                    and service._registration is None and manager is not None
                     and manager.connection is connection):  # not moved to another since
                 self._running += 1
                 service._spawn(connection, backoff, pause, self)
