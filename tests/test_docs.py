@@ -87,3 +87,25 @@ def test_example_runs_against_a_registry(path, code, registry_server, tmp_path):
 def test_the_readme_and_the_gevent_guide_have_examples_to_run():
     assert {path.name for path, _ in EXAMPLES_ON_THE_DEFAULT_REGISTRY} == {"README.rst",
                                                                           "gevent-app.rst"}
+
+
+def test_the_bench_page_reads_what_the_bench_prints():
+    """docs/bench-results.md is python -m bench's output as it is: the docs'
+    reader must take the table bench.harness.table() makes, and the saved one."""
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import benchtable
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    from bench.harness import Row, table
+
+    rows = [Row("B1", "restore", "tcp", [0.2, 0.3], "s", goal="<= 0.5 s", met=True),
+            Row("B1", "restore", "styx", [0.1, 0.9], "s", goal="<= 0.5 s", met=False, note="slow")]
+    header, parsed = benchtable.parse(table(rows, "`python -m bench`: 2 CPUs"))
+    assert header == "`python -m bench`: 2 CPUs"
+    [[line]] = benchtable.pivot(parsed).values()
+    cells = dict(zip(benchtable.COLUMNS, line))
+    assert (cells["tcp median"], cells["styx p99"]) == ("0.25", "0.9")
+    assert cells["goal"] == "<= 0.5 s; tcp met; styx MISSED" and cells["notes"] == "styx: slow"
+    header, saved = benchtable.parse((DOCS / "bench-results.md").read_text(encoding="utf-8"))
+    assert header.startswith("`python -m bench") and {"B1", "B6"} <= set(benchtable.pivot(saved))

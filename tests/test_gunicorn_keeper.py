@@ -44,14 +44,20 @@ APP = '''
 import os
 import time
 
+STARTED = os.environ["SLOW_STARTED"]
+GO = os.environ["SLOW_GO"]
+
 
 def app(environ, start_response):
-    while environ["PATH_INFO"] == "/slow" and not os.path.exists(os.environ["SLOW_GO"]):
-        try:
-            open(os.environ["SLOW_STARTED"], "w").close()
-            time.sleep(0.01)
-        except SystemExit:
-            pass
+    if environ["PATH_INFO"] == "/slow":
+        open(STARTED, "w").close()
+        while True:
+            try:
+                if os.path.exists(GO):
+                    break
+                time.sleep(0.01)
+            except SystemExit:
+                pass
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 '''

@@ -55,6 +55,9 @@ NOT_RUN = {
         "takes over a minute on 2 shared cores; tests/test_bench_smoke.py runs a subset",
     "python -m bench -s B1,B2 -t tcp":
         "full-size scenarios take minutes; tests/test_bench_smoke.py runs the harness",
+    "python -m bench.faults":
+        "about 10 minutes, as root, in network namespaces; tests/test_faults_bench.py runs "
+        "its --quick form on one transport",
     "python -m bench > docs/bench-results.md":
         "about 8 minutes, and it rewrites a file of the tree",
     "pip install sphinx furo sphinx-argparse":

@@ -53,8 +53,9 @@ MAX_MSIZE = 65536 + IOHDRSZ
 MIN_MSIZE = 256
 #: iounit in Ropen, as export reports for the registry's mount.
 MAX_IOUNIT = 8192
-#: Fids one session may hold (each registration holds one).
-MAX_FIDS = 1 << 16
+#: Fids one session may hold (each registration holds one): enough for 100,000
+#: services over one session (issue 14), about 60 MiB of fids at most.
+MAX_FIDS = 1 << 18
 #: Bytes of file snapshots one session may hold besides the one it is taking.
 MAX_HELD_BYTES = 16 << 20
 
