@@ -360,3 +360,15 @@ def test_encode_checks_msize():
     assert len(encode(msg, msize=111)) == 111
     with pytest.raises(ValueError):
         encode(msg, msize=110)
+
+
+def test_a_stat_over_65535_bytes_is_refused():
+    import dataclasses
+    base = len(encode(Rstat(0, ROOT_STAT)))
+    fits = dataclasses.replace(ROOT_STAT, name="x" * (65535 - (base - 9) + 1))
+    encode(Rstat(0, fits), msize=1 << 20)  # exactly 65535 bytes of stat
+    over = dataclasses.replace(fits, name=fits.name + "x")
+    with pytest.raises(ValueError, match="^stat is 65536 bytes, over 65535$"):
+        encode(Rstat(0, over), msize=1 << 20)
+    with pytest.raises(TypeError, match="^stat must be a Stat, not str$"):
+        encode(Rstat(0, "x"))  # type: ignore[arg-type]

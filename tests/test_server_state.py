@@ -219,3 +219,12 @@ def test_subscribers_hear_every_version_until_they_unsubscribe():
     assert (heard, other) == ([1, 2], [1, 2, 3])
     with pytest.raises(ValueError):
         reg.unsubscribe(heard.append)  # not subscribed any more
+
+
+def test_a_filter_of_several_pairs_needs_all_of_them():
+    reg = Registry()
+    for line in ("a p http port 80", "b p http port 81", "c p ssh port 80"):
+        named(reg, line)
+    assert set(parse_services(reg.find(parse_filter("p http port 80")))) == {"a"}
+    assert set(parse_services(reg.find(parse_filter("port 80 p *")))) == {"a", "c"}
+    assert reg.find(parse_filter("p http port 22")) == ""

@@ -131,3 +131,18 @@ def test_normalize_attrs():
 def test_unquote_fast_path_is_inferno_s_scan(text):
     from regmgr.wire import _unquote_balanced
     assert unquote(text) == _unquote_balanced(text)[0]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("s a\n", "malformed service line: 's a\\n'"),
+    ("'s' a\n", "malformed service line: \"'s' a\\n\""),
+    ("s\ns\n", "service listed twice: 's\\n'"),
+    ("'s'\n's'\n", "service listed twice: \"'s'\\n\""),
+    ("s a b", "service listing does not end with a newline: 's a b'"),
+    ("'s' a b", "service listing does not end with a newline: \"'s' a b\""),
+])
+def test_bad_listings_say_what_is_wrong(text, says):
+    # plain and quoted listings take different paths: both name the fault
+    with pytest.raises(ProtocolError) as error:
+        parse_services(text)
+    assert str(error.value) == says
