@@ -47,13 +47,19 @@ def keepalive(sock: socket.socket, interval: float, timeout: float) -> None:
     """Make the kernel drop ``sock`` if its peer is silent for about ``interval + timeout`` s.
 
     Keepalive probes start after ``interval`` idle seconds and repeat every
-    ``interval`` seconds until ``timeout`` passed; data (or a probe) left
-    unacknowledged for ``timeout`` seconds also ends the connection
-    (``TCP_USER_TIMEOUT``, Linux). Options the platform lacks are skipped.
+    ``interval`` seconds until ``timeout`` passed; data left unacknowledged
+    for as long also ends the connection (``TCP_USER_TIMEOUT``, Linux).
+    Options the platform lacks are skipped.
+
+    The user timeout must cover the whole probe schedule: Linux counts it
+    from the last data *received*, and a registration socket never receives
+    any, so a shorter one killed idle registrations whose probes were being
+    answered (835 of 10,000 lost at once in one process).
     """
     seconds = max(1, math.ceil(interval))
-    tcp_keepalive(sock, idle=seconds, interval=seconds, count=max(1, math.ceil(timeout / seconds)),
-                  user_timeout=timeout)
+    count = max(1, math.ceil(timeout / seconds))
+    tcp_keepalive(sock, idle=seconds, interval=seconds, count=count,
+                  user_timeout=seconds * (1 + count))
 
 
 def abort(sock: socket.socket) -> None:
