@@ -263,7 +263,7 @@ class StyxFinder:
         key = tuple(sorted(attrs.items()))
         fid, iounit = self._take(key) or self._open(styx, session, attrs)
         try:
-            text = self._read(styx, session, fid, iounit)
+            text = _read_listing(styx, session, fid, iounit)
         except BaseException:
             session.clunk(fid)
             raise
@@ -311,23 +311,25 @@ class StyxFinder:
             raise
         return fid, opened.iounit
 
-    @staticmethod
-    def _read(styx: Styx, session: Session, fid: int, iounit: int) -> bytes:
-        """The whole listing: reads from offset 0 until one comes back short."""
-        count = session.msize - ninep.IOHDRSZ
-        chunks: list[bytes] = []
-        offset = 0
-        while True:
-            reply = styx._call(session, ninep.Tread(0, fid, offset, count))
-            expect(reply, ninep.Rread, session.label)
-            assert isinstance(reply, ninep.Rread)
-            data = reply.data
-            offset += len(data)
-            if offset > LISTING_LIMIT:
-                raise ProtocolError(f"{session.label}: listing over {LISTING_LIMIT} bytes")
-            chunks.append(data)
-            if not data or (len(data) < count and (not iounit or len(data) % iounit)):
-                return b"".join(chunks)
+
+def _read_listing(styx: Styx, session: Session, fid: int, iounit: int) -> bytes:
+    """A whole file (listing or service line), read from offset 0 on until a
+    read comes back empty, or short and not a multiple of ``iounit`` (a server
+    may cap reads at its iounit: then one more read tells)."""
+    count = session.msize - ninep.IOHDRSZ
+    chunks: list[bytes] = []
+    offset = 0
+    while True:
+        reply = styx._call(session, ninep.Tread(0, fid, offset, count))
+        expect(reply, ninep.Rread, session.label)
+        assert isinstance(reply, ninep.Rread)
+        data = reply.data
+        offset += len(data)
+        if offset > LISTING_LIMIT:
+            raise ProtocolError(f"{session.label}: listing over {LISTING_LIMIT} bytes")
+        chunks.append(data)
+        if not data or (len(data) < count and (not iounit or len(data) % iounit)):
+            return b"".join(chunks)
 
 
 def _registries(host: object, port: int) -> list[tuple[str, int]]:
@@ -447,25 +449,11 @@ class Styx:
         assert isinstance(opened, ninep.Ropen)
         return fid, _io_limit(session, opened.iounit)
 
-    def _read_all(self, session: Session, fid: int, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        offset = 0
-        while True:
-            reply = self._call(session, ninep.Tread(0, fid, offset, limit))
-            expect(reply, ninep.Rread, session.label)
-            assert isinstance(reply, ninep.Rread)
-            if not reply.data:
-                return b"".join(chunks)
-            offset += len(reply.data)
-            if offset > LISTING_LIMIT:
-                raise ProtocolError(f"{session.label}: listing over {LISTING_LIMIT} bytes")
-            chunks.append(reply.data)
-
     def _listing(self, name: str) -> dict[str, dict[str, str]]:
         with self._held() as session:
             fid, limit = self._open(session, name, ninep.OREAD)
             try:
-                text = self._read_all(session, fid, limit)
+                text = _read_listing(self, session, fid, limit)
             finally:
                 session.clunk(fid)
         try:
@@ -527,7 +515,7 @@ class Styx:
             expect(opened, ninep.Ropen, session.label)
             assert isinstance(opened, ninep.Ropen)
             limit = _io_limit(session, opened.iounit)
-            entry = parse_services(self._read_all(session, fid, limit).decode("utf-8", "replace"))
+            entry = parse_services(_read_listing(self, session, fid, limit).decode("utf-8", "replace"))
             held = entry.get(name)
             if held is None or not _persists(held) or held.keys() - attrs.keys():
                 raise refusal
