@@ -16,7 +16,7 @@ import argparse
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Optional
 
 import gevent
@@ -143,29 +143,50 @@ def restore(transport: str, outages: Sequence[float]) -> Row:
             "worst 0.5 s after accept")
 
 
+def stale_entry_race(conn: TCP, listed: Callable[[], Container[str]], tries: int
+                     ) -> tuple[int, int]:
+    """Register ``svc`` over ``conn`` ``tries`` times while an older entry of that
+    name leaves at the same moment; (confirmed, confirmed but not ours).
+
+    ``listed()`` gives the names the registry lists now. Once the older
+    entry's close is processed, only our own entry can be listed: a
+    confirmation whose entry is then missing (or whose connection the
+    registry closed) was not ours.
+    """
+    def until(condition: Callable[[], bool]) -> None:
+        if _until(condition, 5) is None:
+            raise RuntimeError(f"the registry never settled: {condition}")
+
+    confirmed = wrong = 0
+    for _ in range(tries):
+        holder = gevent.socket.create_connection((conn.host, conn.new_port))
+        holder.sendall(b"svc a 1\n")
+        until(lambda: "svc" in listed())
+        # The holder leaves just before, or just after, our line reaches the registry.
+        closer = gevent.spawn_later(random.choice((0, random.uniform(0, 0.003))), holder.close)
+        if random.random() < 0.5:
+            gevent.sleep(0)
+        try:
+            registration = conn.open_new("svc", {"a": "1"})
+        except (RegistryError, ConnectionError):
+            closer.join()
+            continue
+        closer.join()
+        confirmed += 1
+        gevent.sleep(0.05)
+        if "svc" not in listed() or registration.peer_closed:
+            wrong += 1
+        registration.close()
+        until(lambda: "svc" not in listed())
+    return confirmed, wrong
+
+
 def not_ours(tries: int) -> Row:
     """An older entry of the same name leaves while we register: count wrong confirmations."""
-    confirmed = wrong = 0
     with RegistryProcess() as reg:
-        conn = TCP(reg.host, reg.new_port, reg.find_port, reg.event_port)
-        for _ in range(tries):
-            holder = gevent.socket.create_connection((reg.host, reg.new_port))
-            holder.sendall(b"svc a 1\n")
-            _until(lambda: "svc" in reg.index(), 5)
-            closer = gevent.spawn_later(random.choice((0, random.uniform(0, 0.003))),
-                                        holder.close)
-            try:
-                registration = conn.open_new("svc", {"a": "1"})
-            except (RegistryError, ConnectionError):
-                closer.join()
-                continue
-            closer.join()
-            confirmed += 1
-            gevent.sleep(0.05)
-            if "svc" not in reg.index() or registration.peer_closed:
-                wrong += 1
-            registration.close()
-            _until(lambda: "svc" not in reg.index(), 5)
+        conn = TCP(reg.host, new_port=reg.new_port, find_port=reg.find_port,
+                   event_port=reg.event_port)
+        confirmed, wrong = stale_entry_race(conn, reg.index, tries)
     return ("registration confirmed but not ours", "tcp",
             f"{wrong} of {confirmed} confirmed ({tries} tries)", "0")
 

@@ -1,14 +1,18 @@
 """Only our own entries count (issue 10 items 2, 3): TCP confirmation, Styx adoption."""
-import random
+import os
+import sys
 
 import gevent
 import pytest
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from regmgr import TCP, RegMgr, Service, Styx
-from regmgr.errors import RegistryError
-from serverutil import eventually, find, register
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.faults import stale_entry_race  # noqa: E402
+from regmgr import TCP, RegMgr, Service, Styx  # noqa: E402
+from regmgr.errors import RegistryError  # noqa: E402
+from serverutil import eventually, find, register  # noqa: E402
 
 
 def tcp(server):
@@ -25,27 +29,7 @@ def test_tcp_refuses_a_name_another_connection_holds(registry_server):
 
 def test_tcp_never_confirms_a_stale_entry_of_the_same_name(registry_server):
     """The older entry goes away while we register: a success must be our own entry."""
-    conn = tcp(registry_server)
-    confirmed = not_ours = 0
-    for _ in range(40):
-        holder = register(registry_server, b"svc a 1\n")
-        eventually(lambda: "svc" in find(registry_server))
-        # The holder leaves just before, or just after, our line reaches the registry.
-        closer = gevent.spawn_later(random.choice((0, random.uniform(0, 0.003))), holder.close)
-        gevent.sleep(0) if random.random() < 0.5 else None
-        try:
-            registration = conn.open_new("svc", {"a": "1"})
-        except (RegistryError, ConnectionError):
-            closer.join()
-            continue
-        closer.join()
-        confirmed += 1
-        # Once the holder's close is processed, only our entry can be listed.
-        gevent.sleep(0.05)
-        if "svc" not in find(registry_server) or registration.peer_closed:
-            not_ours += 1
-        registration.close()
-        eventually(lambda: "svc" not in find(registry_server))
+    confirmed, not_ours = stale_entry_race(tcp(registry_server), lambda: find(registry_server), 40)
     assert not_ours == 0, f"{not_ours} of {confirmed} confirmed registrations were not ours"
 
 
