@@ -351,18 +351,23 @@ class Registry:
 
         Only named services hold attributes, so a filter's candidates are
         the index's smallest set for one of its pairs: sorted by slot when
-        few, else picked out of the slot table in one walk.
+        few, else picked out of the slot table in one walk (or, when they
+        are every named service, all of it). Lines are read from each
+        service's cache directly: the property call cost more than the rest.
         """
-        if not pairs:
-            return "".join(svc.line for svc in self._slots if svc.name is not None)
-        candidates = self._index.smallest(pairs)
-        if len(candidates) * 5 < len(self._slots):
-            chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
+        if pairs:
+            candidates = self._index.smallest(pairs)
+            if len(candidates) * 3 < len(self._slots):
+                chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
+            elif len(candidates) < len(self._by_name):
+                chosen = [svc for svc in self._slots if svc in candidates]
+            else:
+                chosen = self._slots
+            if len(pairs) > 1:
+                chosen = [svc for svc in chosen if svc.matches(pairs)]
         else:
-            chosen = [svc for svc in self._slots if svc in candidates]
-        if len(pairs) > 1:
-            chosen = [svc for svc in chosen if svc.matches(pairs)]
-        return "".join(svc.line for svc in chosen)
+            chosen = self._slots
+        return "".join([svc._line or svc.line for svc in chosen if svc.name is not None])
 
     def index(self) -> str:
         return self.find([])
