@@ -39,6 +39,8 @@ class _Supervisor:
         self.connection = connection
         self.backoff = backoff
         self.tasks: list[Task] = []
+        self._each: list[Task] = []  # tasks whose own refresh() runs on every event
+        self._shared: dict[Callable[[], object], int] = {}  # shared refreshes: tasks using each
         self.listeners: list[Listener] = []
         self.connected = Event()
         self.closed = False
@@ -60,7 +62,12 @@ class _Supervisor:
             while not self.closed:
                 stream.wait()
                 # Inline, not safe_call: this runs for every task on every event.
-                for task in list(self.tasks):
+                for refresh in list(self._shared):
+                    try:
+                        refresh()
+                    except Exception:
+                        log.exception("%r raised; ignored", refresh)
+                for task in list(self._each):
                     try:
                         task.refresh()
                     except Exception:
@@ -70,6 +77,26 @@ class _Supervisor:
                 raise  # the retry loop logs it and reconnects
         finally:
             self._set_connected(False)
+
+    def add(self, task: Task) -> None:
+        """Attach ``task`` (its ``manager`` is set): refresh it from now on."""
+        self.tasks.append(task)
+        refresh = getattr(task, "shared_refresh", None)
+        if refresh is None:
+            self._each.append(task)
+        else:
+            self._shared[refresh] = self._shared.get(refresh, 0) + 1
+
+    def remove(self, task: Task) -> None:
+        """Detach ``task`` (before its ``manager`` is cleared); ``ValueError`` if not attached."""
+        self.tasks.remove(task)
+        refresh = getattr(task, "shared_refresh", None)
+        if refresh is None:
+            self._each.remove(task)
+        elif self._shared[refresh] > 1:
+            self._shared[refresh] -= 1
+        else:
+            del self._shared[refresh]
 
     def _set_connected(self, connected: bool) -> None:
         if connected == self.connected.is_set():
@@ -100,6 +127,8 @@ class _Supervisor:
         for task in self.tasks:
             task.manager = None
         self.tasks.clear()
+        self._each.clear()
+        self._shared.clear()
         if self.greenlet is not gevent.getcurrent():
             self.greenlet.kill(block=block)
 
@@ -145,7 +174,7 @@ class RegMgr:
         if self._core.closed:
             raise RegmgrError("manager is closed")
         task.manager = self
-        self._core.tasks.append(task)
+        self._core.add(task)
         if self.connected:
             safe_call(f"{task!r}.start", task.start)
         return task
@@ -154,7 +183,7 @@ class RegMgr:
         """Stop ``task`` and forget it; it keeps its own state."""
         if getattr(task, "manager", None) is not self:
             raise AttachError("not attached to this manager")
-        self._core.tasks.remove(task)
+        self._core.remove(task)
         if self.connected:
             safe_call(f"{task!r}.stop", task.stop)
         task.manager = None

@@ -60,6 +60,44 @@ def test_tasks_follow_the_connection(manager_factory, registry_server):
     assert states[:3] == [True, False, True]
 
 
+class SharingRecorder(Recorder):
+    """A task whose refresh is one callable shared with others: called once per event."""
+
+    def __init__(self, shared):
+        super().__init__()
+        self.shared_refresh = shared
+
+    def refresh(self):
+        raise AssertionError("a task with shared_refresh is not refreshed one by one")
+
+
+def test_a_shared_refresh_runs_once_per_event_while_a_task_uses_it(manager):
+    calls = []
+
+    def shared():
+        calls.append(1)
+
+    tasks = [manager.attach(SharingRecorder(shared)) for _ in range(3)]
+    own = manager.attach(Recorder())
+    probe = manager.attach(Service("shared-refresh"))
+    eventually(lambda: own.calls.count("refresh") >= 1)
+    manager.detach(probe)
+    eventually(lambda: own.calls.count("refresh") >= 2)  # the removal's event
+    assert len(calls) == own.calls.count("refresh")  # once per event, not once per task
+    for task in tasks:
+        manager.detach(task)
+    before = len(calls)
+    manager.attach(Service("shared-refresh-2"))
+    eventually(lambda: own.calls.count("refresh") >= 3)
+    assert len(calls) == before and manager.tasks[0] is own
+
+
+def test_registered_services_share_one_refresh(manager):
+    services = [manager.attach(Service(f"share-{i}")) for i in range(3)]
+    assert len({service.shared_refresh for service in services}) == 1
+    assert Service("detached").shared_refresh is None
+
+
 def test_attach_while_connected_starts_at_once(manager):
     task = manager.attach(Recorder())
     assert task.calls == ["start"]

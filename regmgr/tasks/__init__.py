@@ -6,7 +6,10 @@ from its supervisor greenlet:
 
 * ``attach`` sets ``manager``; ``detach`` stops the task and clears it.
 * ``start()`` when the event stream connects (or at attach, if connected);
-* ``refresh()`` after every event (the registry changed);
+* ``refresh()`` after every event (the registry changed); a task may
+  instead have a ``shared_refresh`` attribute, read at attach: a callable
+  that many tasks share, called once per event for all of them (so that
+  10,000 Services cost one call per event, not 10,000);
 * ``stop()`` when the connection is lost (or at detach).
 
 They must not block: a task spawns its own greenlets for I/O and kills them

@@ -87,7 +87,17 @@ class Service(TaskBase):
     def refresh(self) -> None:
         checks = self._checks
         if checks is not None:
-            checks.wanted.set()  # called for every Service on every event: no more frames
+            checks.wanted.set()
+
+    @property
+    def shared_refresh(self) -> Optional[Callable[[], None]]:
+        """What :meth:`refresh` does for every registered Service of the manager's
+        connection at once: the manager calls it once per event instead of calling
+        each Service's :meth:`refresh` (1.4 ms per event at 10,000 Services)."""
+        manager = self.manager
+        if manager is None:
+            return None
+        return _checks_of(manager.connection).refresh
 
     def start(self) -> None:
         manager = self.manager
@@ -153,7 +163,7 @@ class Service(TaskBase):
         greenlet if it was lost. The checks close a registration that the
         registry no longer lists.
         """
-        checks = self._checks = _checks.setdefault(connection, _Checks())
+        checks = self._checks = _checks_of(connection)
         checks.watch(self, registration, connection)
         try:
             registration.notify(lambda error: self._ended(connection, backoff, registration,
@@ -203,6 +213,11 @@ class _Checks:
         self.wanted = Event()  # the registry changed: check at the next opportunity
         self._greenlet: Optional[gevent.Greenlet] = None
 
+    def refresh(self) -> None:
+        """The registry changed: check the watched services, if any (see :meth:`Service.refresh`)."""
+        if self._watched:
+            self.wanted.set()
+
     def watch(self, service: Service, registration: Registration, connection: Connection) -> None:
         self._watched[service] = registration
         if self._greenlet is None:
@@ -236,6 +251,13 @@ class _Checks:
 
 #: The checks of each connection's services.
 _checks: weakref.WeakKeyDictionary[Connection, _Checks] = weakref.WeakKeyDictionary()
+
+
+def _checks_of(connection: Connection) -> _Checks:
+    checks = _checks.get(connection)
+    if checks is None:
+        checks = _checks[connection] = _Checks()
+    return checks
 
 
 class _Turns:
