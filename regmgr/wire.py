@@ -39,8 +39,12 @@ _OTHER_SPACE = re.compile("[\r\x0b\x0c\x1c-\x1f]").search
 _WORD = re.compile(r"[^ \t\n]+")
 
 
+#: A character that makes a word need quotes: one <= U+0020, or a quote.
+_QUOTE_NEEDED = re.compile("[\x00- ']").search
+
+
 def _needs_quotes(word: str) -> bool:
-    return word == "" or any(c <= " " or c == "'" for c in word)
+    return word == "" or _QUOTE_NEEDED(word) is not None
 
 
 def quote(word: str) -> str:

@@ -6,6 +6,8 @@ Checking a filter against every service made a find that lists 10% of
 holding that value, and for every attribute the services holding it with
 any value (for ``*``). The registry keeps it exact on every attribute
 write and removal, so a find starts from its filter's smallest set.
+Every such call also advances :attr:`AttrIndex.changes`, the clock by
+which the registry knows a cached listing is still current.
 
 A value held by one service (a sequence number, an address) is the
 common case and is kept as that service alone, not a set of one: the
@@ -27,9 +29,14 @@ class AttrIndex(Generic[S]):
     def __init__(self) -> None:
         self._values: dict[str, dict[str, Union[S, set[S]]]] = {}
         self._attrs: dict[str, set[S]] = {}
+        #: Advanced by every assign and remove (even one that keeps the value:
+        #: Inferno's order quirk still moves attributes); the owner advances
+        #: it too when a service starts being listed.
+        self.changes = 0
 
     def assign(self, svc: S, attr: str, old: Optional[str], value: str) -> None:
         """``svc``'s ``attr`` goes from ``old`` (None: absent) to ``value``."""
+        self.changes += 1
         if old == value:
             return
         if old is None:
@@ -47,6 +54,7 @@ class AttrIndex(Generic[S]):
 
     def remove(self, svc: S, values: Mapping[str, str]) -> None:
         """``svc`` no longer holds any of ``values``."""
+        self.changes += 1
         for attr, value in values.items():
             self._discard(svc, attr, value)
             holders = self._attrs.get(attr)

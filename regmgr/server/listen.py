@@ -1,6 +1,7 @@
 """What every listening port of the server does alike: accept, probe, survive EMFILE.
 
-* Every accepted socket gets TCP keepalive and ``TCP_USER_TIMEOUT`` tuned
+* Every accepted socket of a port whose connections last (``new``,
+  ``event``, Styx) gets TCP keepalive and ``TCP_USER_TIMEOUT`` tuned
   so that a client that vanished without a FIN (a partition, a host that
   rebooted) is noticed within ``keepalive`` seconds and its connection,
   with its registrations, torn down (registry4.md §9: nothing is ever
@@ -99,12 +100,15 @@ class _Exhaustion:
 class Listener(StreamServer):
     """A StreamServer that sets keepalive on each connection and survives EMFILE.
 
+    ``keepalive=None`` sets none: for a port whose every request has a
+    deadline of its own (``find``), five system calls per connection saved.
+
     ``shed`` is called when accept runs out of descriptors: it should close
     some connections that have not made their request yet.
     """
 
     def __init__(self, address: tuple[str, int], handle: Callable[[GeventSocket, Any], None], *,
-                 name: str, keepalive: float = DEFAULT_KEEPALIVE,
+                 name: str, keepalive: Optional[float] = DEFAULT_KEEPALIVE,
                  nodelay: bool = False, shed: Optional[Callable[[], None]] = None) -> None:
         super().__init__(address, self._accepted, backlog=BACKLOG)
         self.name = name
@@ -147,7 +151,8 @@ class Listener(StreamServer):
     def _accepted(self, sock: GeventSocket, address: Any) -> None:
         self.starting -= 1
         try:
-            set_keepalive(sock, self.keepalive)
+            if self.keepalive is not None:
+                set_keepalive(sock, self.keepalive)
             if self.nodelay:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as err:  # the peer is already gone

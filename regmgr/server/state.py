@@ -35,6 +35,10 @@ Filter = list[tuple[str, str]]
 
 _LEADING_INT = re.compile(r"\s*[+-]?\d+")
 _SLOT = attrgetter("slot")
+#: Listings kept for the registry as it is now (any change drops them all):
+#: at most this many filters, and this many characters in all.
+_CACHED_FINDS = 64
+_CACHED_CHARS = 16 << 20
 
 
 def _qlen(word: str) -> int:
@@ -169,6 +173,10 @@ class Registry:
         self._index: AttrIndex[Service] = AttrIndex()
         self._next_id = 0
         self._listeners: list[Callable[[int], None]] = []
+        # Listings by filter, valid while the index's clock reads _found_at.
+        self._found: dict[tuple[tuple[str, str], ...], str] = {}
+        self._found_at = -1
+        self._found_chars = 0
 
     # -- change notification -------------------------------------------------
 
@@ -243,6 +251,7 @@ class Registry:
     def _name(self, svc: Service, name: str) -> None:
         svc.name = name
         self._by_name[name] = svc
+        self._index.changes += 1  # it is listed from now on
 
     def _limit_error(self, svc: Service, name: Optional[str],
                      pairs: list[tuple[str, str]]) -> Optional[str]:
@@ -316,20 +325,49 @@ class Registry:
     def find(self, pairs: Filter) -> str:
         """Every named service matching all pairs (``*`` matches any value), in slot order.
 
+        A registry that did not change since the same filter was last asked
+        answers from memory: monitors find again after each event, all at
+        once and often with one filter, and a client polls an idle registry.
+        Any change of what a listing shows (an attribute, a name, a slot)
+        advances the index's clock, which drops every kept listing.
+        """
+        key = tuple(pairs)
+        if self._found_at != self._index.changes:
+            self._found = {}
+            self._found_at = self._index.changes
+            self._found_chars = 0
+        text = self._found.get(key)
+        if text is None:
+            text = self._listing(pairs)
+            if len(self._found) >= _CACHED_FINDS or self._found_chars + len(text) > _CACHED_CHARS:
+                self._found = {}
+                self._found_chars = 0
+            self._found[key] = text
+            self._found_chars += len(text)
+        return text
+
+    def _listing(self, pairs: Filter) -> str:
+        """:meth:`find` computed.
+
         Only named services hold attributes, so a filter's candidates are
         the index's smallest set for one of its pairs: sorted by slot when
-        few, else picked out of the slot table in one walk.
+        few, else picked out of the slot table in one walk (or, when they
+        are every named service, all of it). Lines are read from each
+        service's cache directly: the property call cost more than the rest.
         """
-        if not pairs:
-            return "".join(svc.line for svc in self._slots if svc.name is not None)
-        candidates = self._index.smallest(pairs)
-        if len(candidates) * 5 < len(self._slots):
-            chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
+        if pairs:
+            candidates = self._index.smallest(pairs)
+            if len(candidates) * 3 < len(self._slots):
+                chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
+            elif len(candidates) < len(self._by_name):
+                chosen = [svc for svc in self._slots if svc in candidates]
+            else:
+                chosen = self._slots
+            if len(pairs) > 1:
+                chosen = [svc for svc in chosen if svc.matches(pairs)]
         else:
-            chosen = [svc for svc in self._slots if svc in candidates]
-        if len(pairs) > 1:
-            chosen = [svc for svc in chosen if svc.matches(pairs)]
-        return "".join(svc.line for svc in chosen)
+            chosen = self._slots
+        return "".join([svc._line or svc.line for svc in chosen if svc.name is not None])
 
     def index(self) -> str:
         return self.find([])

@@ -44,7 +44,8 @@ _SHED = 64
 
 
 class _Outbox:
-    """Frames for one client, written in order by their own greenlet."""
+    """Frames for one client, written in order by their own greenlet (those
+    queued together in one send)."""
 
     def __init__(self, sock: GeventSocket) -> None:
         self._sock = sock
@@ -75,9 +76,13 @@ class _Outbox:
                 self._ready.wait()
                 self._ready.clear()
                 while self._frames:
-                    frame = self._frames.popleft()
-                    self._queued -= len(frame)
-                    self._sock.sendall(frame)
+                    # Every frame queued meanwhile in one send: a client with
+                    # many requests in flight gets its replies in few segments.
+                    frames = list(self._frames)
+                    self._frames.clear()
+                    data = frames[0] if len(frames) == 1 else b"".join(frames)
+                    self._queued -= len(data)
+                    self._sock.sendall(data)
                     if self._queued <= _BACKLOG:
                         self._room.set()
         except OSError as err:

@@ -107,10 +107,12 @@ class TCPGateway:
         self.name_timeout = name_timeout
         self.owner = owner if owner is not None else getpass.getuser()
         self._servers = {
-            port: Listener((host, number), handler, name=port, keepalive=keepalive, shed=self._shed)
-            for port, number, handler in (("new", new_port, self._serve_new),
-                                          ("find", find_port, self._serve_find),
-                                          ("event", event_port, self._serve_event))
+            port: Listener((host, number), handler, name=port, keepalive=alive, shed=self._shed)
+            for port, number, handler, alive in (
+                ("new", new_port, self._serve_new, keepalive),
+                # A find is over within 2 * find_timeout whatever the peer does.
+                ("find", find_port, self._serve_find, None),
+                ("event", event_port, self._serve_event, keepalive))
         }
         self._clients: set[GeventSocket] = set()
         # Connections that hold a descriptor but have not made their request, oldest first.
