@@ -13,8 +13,9 @@ tests that call the mutated function, so a run takes minutes, not hours;
 
 Two groups, each its own run: ``core`` mutates wire.py, ninep.py,
 server/state.py and backoff.py under their unit tests; ``tasks`` mutates
-regmgr/tasks under test_client_tasks.py, test_client_settle.py and
-test_client_recovery.py (a real in-process registry on the memory store).
+regmgr/tasks under test_client_tasks.py, test_client_settle.py,
+test_client_recovery.py, test_client_limits.py and test_api_vocabulary.py
+(a real in-process registry on the memory store).
 Not part of .ci/run: a run takes tens of minutes on a shared machine.
 """
 from __future__ import annotations
@@ -45,7 +46,8 @@ GROUPS = {
     # store only (a ZooKeeper ensemble is three JVMs started for every mutant).
     "tasks": (["regmgr/tasks/*"],
               ["tests/test_client_tasks.py", "tests/test_client_settle.py",
-               "tests/test_client_recovery.py"], ["-k", "not zookeeper"]),
+               "tests/test_client_recovery.py", "tests/test_client_limits.py",
+               "tests/test_api_vocabulary.py"], ["-k", "not zookeeper"]),
 }
 STATUSES = ("killed", "survived", "timeout", "suspicious", "no tests", "skipped",
             "segfault", "not checked", "caught by type check")

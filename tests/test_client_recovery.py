@@ -166,3 +166,43 @@ def test_refused_services_do_not_hold_up_the_others(manager_factory, registry_se
     assert not any(s.registered for s in refused)
     holder.close()  # the names come free: the refused ones get them
     eventually(lambda: all(s.registered for s in refused), timeout=10)
+
+
+def test_a_failing_check_is_logged_and_the_service_kept(manager_factory, registry_server,
+                                                        caplog):
+    """The keeper's find for its services fails: a lost connection is one line, a bug a
+    traceback; the service stays registered and is checked again at the next event."""
+    caplog.set_level("INFO", logger="regmgr")
+    mgr = manager_factory(registry_server)
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    other = manager_factory(registry_server)
+    lost, bug = ConnectionResetError("injected loss"), TypeError("injected bug")
+    for n, error in enumerate((lost, bug)):
+        calls = fail_once(mgr.connection, "find", error)
+        other.attach(Service(f"other{n}"))  # an event: the keeper checks its services
+        eventually(lambda: len(calls) >= 1)
+    eventually(lambda: logged(caplog, bug, "cannot check 1 registrations"))
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot check")
+            ] == ["cannot check 1 registrations: injected loss", "cannot check 1 registrations"]
+    assert svc.registered and "svc" in registry_server.index()
+
+
+def test_a_registration_whose_notify_fails_is_not_registered(manager_factory, registry_server,
+                                                             caplog):
+    """Until the next attempt (an hour away here) the service says it is not registered."""
+    mgr = manager_factory(registry_server, backoff=Backoff(initial=3600, maximum=3600))
+    bug = TypeError("injected bug in notify")
+    real_open_new = mgr.connection.open_new
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        fail_once(registration, "notify", bug)
+        return registration
+
+    mgr.connection.open_new = open_new
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: logged(caplog, bug, "Service('svc', {})"))
+    assert not svc.registered
+    svc.refresh()  # what every registry event does: nothing to check while unregistered
+    eventually(lambda: registry_server.index() == {})
