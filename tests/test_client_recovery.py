@@ -4,6 +4,8 @@ unexpected exception is logged with the task's name, and the task starts again.
 The connections are real ones on a real registry; one method of one object
 is wrapped so that its first call raises, as a bug in a transport would.
 """
+import time
+
 import gevent
 import pytest
 
@@ -206,3 +208,19 @@ def test_a_registration_whose_notify_fails_is_not_registered(manager_factory, re
     assert not svc.registered
     svc.refresh()  # what every registry event does: nothing to check while unregistered
     eventually(lambda: registry_server.index() == {})
+
+
+def test_a_lost_service_waits_its_backoff_before_registering_again(manager_factory,
+                                                                   registry_server):
+    """A service the registry dropped registers again only after a backoff delay (here a
+    fixed 2 s): many services lost together must not come back in one burst. A lower
+    bound, so a busy machine cannot break it."""
+    mgr = manager_factory(registry_server, backoff=Backoff(initial=2.0, maximum=2.0,
+                                                           jitter=False))
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    entry = registry_server.registry.get("svc")
+    dropped = time.monotonic()
+    registry_server.registry.remove(entry, entry.owner)
+    eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=20)
+    assert time.monotonic() - dropped >= 2.0
