@@ -224,3 +224,31 @@ def test_a_lost_service_waits_its_backoff_before_registering_again(manager_facto
     registry_server.registry.remove(entry, entry.owner)
     eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=20)
     assert time.monotonic() - dropped >= 2.0
+
+
+def test_the_line_skips_services_that_left_it(manager, registry_server, monkeypatch):
+    """One turn at a time: a service detached while in line never registers, one that
+    left and came back (in line twice) registers once, and the turns all end."""
+    from regmgr.tasks.service import _turns_of
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 1)
+    turns = _turns_of(manager.connection)
+    running = []
+
+    def sample():
+        while True:
+            running.append(turns._running)
+            gevent.sleep(0)
+
+    sampler = gevent.spawn(sample)
+    try:
+        services = [manager.attach(Service(f"s{i}")) for i in range(4)]
+        manager.detach(services[1])
+        manager.detach(services[2])
+        manager.attach(services[2])
+        eventually(lambda: all(services[i].registered for i in (0, 2, 3)), timeout=20)
+        eventually(lambda: turns._running == 0 and not turns._waiting)
+    finally:
+        sampler.kill()
+    assert set(registry_server.index()) == {"s0", "s2", "s3"}
+    assert all(s._greenlet is None for s in services) and not services[1].registered
+    assert max(running) == 1
