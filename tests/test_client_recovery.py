@@ -207,6 +207,9 @@ def test_a_registration_whose_notify_fails_is_not_registered(manager_factory, re
     eventually(lambda: logged(caplog, bug, "Service('svc', {})"))
     assert not svc.registered
     svc.refresh()  # what every registry event does: nothing to check while unregistered
+    from regmgr.tasks.service import _checks
+    checks = _checks.get(mgr.connection)  # no longer watched: no check holds the connection
+    assert checks is None or (not checks._watched and checks._greenlet is None)
     eventually(lambda: registry_server.index() == {})
 
 
