@@ -168,6 +168,10 @@ class Registry:
         self.limits = limits
         self.version = 0
         self._slots: list[Service] = []
+        # Each slot's line ("" unnamed) as of the last listing, but for the
+        # services in the index's ``touched``: a full listing is one C join,
+        # not a walk through 10,000 scattered Service objects (4x slower).
+        self._lines: list[str] = []
         self._by_id: dict[int, Service] = {}
         self._by_name: dict[str, Service] = {}
         self._index: AttrIndex[Service] = AttrIndex()
@@ -206,6 +210,7 @@ class Registry:
         svc.index = self._index
         self._next_id += 1
         self._slots.append(svc)
+        self._lines.append("")
         self._by_id[svc.id] = svc
         return svc
 
@@ -252,6 +257,7 @@ class Registry:
         svc.name = name
         self._by_name[name] = svc
         self._index.changes += 1  # it is listed from now on
+        self._index.touched.add(svc)
 
     def _limit_error(self, svc: Service, name: Optional[str],
                      pairs: list[tuple[str, str]]) -> Optional[str]:
@@ -313,8 +319,10 @@ class Registry:
         svc.index = None
         del self._by_id[svc.id]
         last = self._slots.pop()
+        line = self._lines.pop()
         if last is not svc:
             self._slots[svc.slot] = last
+            self._lines[svc.slot] = line
             last.slot = svc.slot
         if svc.name is not None:
             del self._by_name[svc.name]
@@ -352,8 +360,9 @@ class Registry:
         Only named services hold attributes, so a filter's candidates are
         the index's smallest set for one of its pairs: sorted by slot when
         few, else picked out of the slot table in one walk (or, when they
-        are every named service, all of it). Lines are read from each
-        service's cache directly: the property call cost more than the rest.
+        are every named service, all of it, as one join of the slots' lines).
+        Lines are read from each service's cache directly: the property call
+        cost more than the rest.
         """
         if pairs:
             candidates = self._index.smallest(pairs)
@@ -361,13 +370,25 @@ class Registry:
                 chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
             elif len(candidates) < len(self._by_name):
                 chosen = [svc for svc in self._slots if svc in candidates]
-            else:
+            elif len(pairs) > 1:
                 chosen = self._slots
+            else:
+                return "".join(self._fresh_lines())
             if len(pairs) > 1:
                 chosen = [svc for svc in chosen if svc.matches(pairs)]
-        else:
-            chosen = self._slots
-        return "".join([svc._line or svc.line for svc in chosen if svc.name is not None])
+            return "".join([svc._line or svc.line for svc in chosen if svc.name is not None])
+        return "".join(self._fresh_lines())
+
+    def _fresh_lines(self) -> list[str]:
+        """Every slot's line ("" unnamed), the touched ones brought up to date."""
+        touched = self._index.touched
+        if touched:
+            lines = self._lines
+            for svc in touched:
+                if not svc.removed:  # a removed one's slot may be another's now
+                    lines[svc.slot] = svc.line if svc.name is not None else ""
+            touched.clear()
+        return self._lines
 
     def index(self) -> str:
         return self.find([])
