@@ -1,5 +1,6 @@
 """SharedListing: one find for many concurrent callers, never older than the call."""
 import gevent
+import gevent.event
 
 from regmgr.connections.shared import SharedListing
 
@@ -57,3 +58,17 @@ def test_callers_killed_while_waiting_leave_the_find_to_the_others():
     doomed.kill()
     assert kept.get(timeout=1) == {"find1": {}}
     assert isinstance(doomed.value, gevent.GreenletExit)
+
+
+def test_a_find_waits_for_the_callers_on_their_way():
+    """``gather`` holds the find until the callers it knows of have come."""
+    arrived = gevent.event.Event()
+    shared, find = SharedListing(lambda: arrived.wait(5)), Finds()
+    first = gevent.spawn(shared, find, {})
+    gevent.sleep(0.02)  # without gather, the first find would be over by now
+    later = [gevent.spawn(shared, find, {}) for _ in range(3)]
+    gevent.sleep(0)
+    arrived.set()
+    gevent.joinall([first, *later], raise_error=True)
+    assert len(find.filters) == 1
+    assert all(caller.value == {"find1": {}} for caller in [first, *later])

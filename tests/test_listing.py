@@ -78,3 +78,44 @@ def test_a_monitor_reports_the_same_changes_from_changed_lines_as_from_whole_lis
         assert by_line._missing == whole._missing
         whole_events.clear()
         line_events.clear()
+
+
+edits = st.lists(st.tuples(st.sampled_from(["set", "add", "drop", "move"]),
+                           st.integers(0, 39), st.sampled_from(["1", "22", "x", "4444"])),
+                 min_size=1, max_size=4)
+
+
+@given(st.lists(edits, min_size=1, max_size=5))
+def test_a_few_edits_in_a_long_listing_are_found_between_its_common_head_and_tail(rounds):
+    """Changed lines anywhere (first, last, next to each other, moved) are all found."""
+    services = {f"s{i}": {"k": str(i % 3)} for i in range(0, 40, 2)}
+    parser = ListingParser()
+    parser.parse("".join(format_service(name, attrs) for name, attrs in services.items()))
+    for round_ in rounds:
+        before = {name: dict(attrs) for name, attrs in services.items()}
+        for op, i, value in round_:
+            name = f"s{i}"
+            if op == "drop":
+                services.pop(name, None)
+            elif op == "move" and name in services:
+                services[name] = services.pop(name)  # to the end of the listing
+            elif op == "set" or op == "add":
+                services[name] = {**services.get(name, {}), "k": value}
+        text = "".join(format_service(name, attrs) for name, attrs in services.items())
+        found, changed = parser.parse(text)
+        assert found == services
+        differing = {n for n in set(found) | set(before) if found.get(n) != before.get(n)}
+        assert differing <= set(changed)
+
+
+@pytest.mark.parametrize("where", [0, 1, 777, 1998, 1999])
+def test_one_change_in_a_listing_of_many_chunks_is_that_service(where):
+    services = {f"svc{i}": {"proto": "bench", "seq": str(i)} for i in range(2000)}
+    parser = ListingParser()
+    parser.parse("".join(format_service(name, attrs) for name, attrs in services.items()))
+    services[f"svc{where}"] = {"proto": "bench", "seq": f"{where}0"}  # the line grows by one
+    found, changed = parser.parse("".join(format_service(n, a) for n, a in services.items()))
+    assert changed == [f"svc{where}"] and found == services
+    del services[f"svc{where}"]
+    found, changed = parser.parse("".join(format_service(n, a) for n, a in services.items()))
+    assert changed == [f"svc{where}"] and found == services

@@ -43,11 +43,14 @@ class SharedListing:
     only look names up in it and never change it. It always comes from a
     find started after the call; that find's error reaches all its callers.
     All callers of one instance pass the same ``find`` (one connection's).
+    ``gather``, if given, is called before each find: it blocks (briefly)
+    while more callers are known to be on their way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gather: Optional[Callable[[], object]] = None) -> None:
         self._gathering: Optional[_Round] = None
         self._running = False
+        self._gather = gather
 
     def __call__(self, find: Find, attrs: Mapping[str, str]) -> Services:
         round_ = self._gathering
@@ -67,6 +70,8 @@ class SharedListing:
         """One find per round, until no caller waits for another."""
         try:
             while self._gathering is not None:
+                if self._gather is not None:
+                    self._gather()
                 round_, self._gathering = self._gathering, None  # later callers: next round
                 try:
                     outcome: Union[Services, Exception] = find(round_.filter)

@@ -39,9 +39,11 @@ from typing import Any, Optional, Union
 
 import gevent
 import gevent.socket
+from gevent.event import Event
 
 from ..errors import TRANSIENT_ERRORS, ProtocolError, RegistryError
 from ..limits import check_service
+from ..listing import ListingParser
 from ..wire import format_attrs, format_service, parse_services, service_name_error
 from .liveness import (PROBE_INTERVAL, PROBE_TIMEOUT, abort, check_probe_options, deadline,
                        keepalive)
@@ -53,6 +55,7 @@ __all__ = ["TCP", "TCPEventStream", "TCPRegistration", "FIND_LIMIT"]
 FIND_LIMIT = 1 << 20
 _EVENT_LINE_LIMIT = 1024
 _CONFIRM_FILTER = 1024  # characters of the filter that confirms a registration
+_GATHER = 0.05  # seconds a confirming find may wait for registration lines on their way
 _VERSION = re.compile(rb"\d+")
 #: The filter of a probe: it matches no service a client of regmgr registers.
 PROBE_FILTER = {"regmgr.probe": "none"}
@@ -326,7 +329,13 @@ class TCP:
         self._next = 0
         self._opened = False
         self._rotate()
-        self._confirmations = SharedListing()
+        # A confirming find waits (a little) for the lines on their way: those
+        # registrations then share it instead of needing two more finds each.
+        self._sending = 0  # registrations connecting or sending their line
+        self._all_sent = Event()
+        self._all_sent.set()
+        self._confirmations = SharedListing(lambda: self._all_sent.wait(_GATHER))
+        self._confirmed_listing = ListingParser()  # the confirmations' last find
         self._link = _Link()  # the latest event stream's
 
     def _rotate(self) -> None:
@@ -443,11 +452,20 @@ class TCP:
         if error is not None:
             raise RegistryError(error)  # what the registry would say, without the round trip
         label = f"new {self.host}:{self.new_port} {name!r}"
-        sock = self._connect(self.new_port, label)
-        registration = TCPRegistration(sock, name, label, self._link)
+        self._sending += 1
+        self._all_sent.clear()
         try:
-            with _link(label):
-                sock.sendall(format_service(name, attrs).encode("utf-8"))
+            sock = self._connect(self.new_port, label)
+            registration = TCPRegistration(sock, name, label, self._link)
+        except BaseException:
+            self._sent()
+            raise
+        try:
+            try:
+                with _link(label):
+                    sock.sendall(format_service(name, attrs).encode("utf-8"))
+            finally:
+                self._sent()
             sock.settimeout(None)
             self._confirm(registration, attrs)
             return registration
@@ -455,15 +473,30 @@ class TCP:
             registration.close()
             raise
 
+    def _sent(self) -> None:
+        """A registration line was sent (or will never be)."""
+        self._sending -= 1
+        if not self._sending:
+            self._all_sent.set()
+
+    def _find_for_confirmations(self, attrs: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """:meth:`find`, parsing only the lines that changed since the confirmations' last find.
+
+        Registrations confirmed one batch after another (100 at a time)
+        re-listed and re-parsed every service registered so far: at 10,000,
+        parsing was most of a registration's cost. The copy is the callers'.
+        """
+        return dict(self._confirmed_listing.parse(self.find_text(attrs))[0])
+
     def _confirm(self, registration: TCPRegistration, attrs: Mapping[str, str]) -> None:
         """Return once the registry lists *our* entry; raise if it refused it (module doc)."""
         deadline_at = time.monotonic() + self.connect_timeout
         pause = 0.005
         in_a_row = 0  # finds that listed the name with our attributes, our connection open
         while True:
-            listing = self._confirmations(self.find, _filter_of(attrs))
+            listing = self._confirmations(self._find_for_confirmations, _filter_of(attrs))
             if registration.peer_closed:
-                if registration.name in self._confirmations(self.find, {}):
+                if registration.name in self._confirmations(self._find_for_confirmations, {}):
                     raise RegistryError("duplicate service name")
                 raise ConnectionError(f"{registration._label}: closed by the registry")
             if listing.get(registration.name) == attrs:
