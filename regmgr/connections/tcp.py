@@ -359,18 +359,22 @@ class TCP:
         return (f"TCP({self.host!r}, new_port={self.new_port}, "
                 f"find_port={self.find_port}, event_port={self.event_port})")
 
-    def _connect(self, port: int, label: str) -> gevent.socket.socket:
+    def _connect(self, port: int, label: str, lasting: bool = True) -> gevent.socket.socket:
+        """A connection to ``port``; kernel keepalive on it if it is ``lasting``
+        (a find's is not: its request and reply have deadlines)."""
         with _link(label):
             if self._family is None:
                 sock = gevent.socket.create_connection((self.host, port),
                                                        timeout=self.connect_timeout)
-                keepalive(sock, self.probe_interval, self.probe_timeout)
+                if lasting:
+                    keepalive(sock, self.probe_interval, self.probe_timeout)
                 return sock
             # An address, not a name: skip the resolver, which gevent runs in a
             # thread (half the cost of connecting on loopback).
             sock = gevent.socket.socket(self._family, socket.SOCK_STREAM)
             try:
-                keepalive(sock, self.probe_interval, self.probe_timeout)
+                if lasting:
+                    keepalive(sock, self.probe_interval, self.probe_timeout)
                 sock.settimeout(self.connect_timeout)
                 sock.connect((self.host, port))
             except BaseException:
@@ -430,7 +434,7 @@ class TCP:
         request = (format_attrs(attrs) + "\n").encode("utf-8")
         chunks = []
         size = 0
-        with self._connect(self.find_port, label) as sock, _link(label):
+        with self._connect(self.find_port, label, lasting=False) as sock, _link(label):
             sock.sendall(request)  # one send: the real gateway takes one read as the filter
             while True:
                 data = sock.recv(65536)
