@@ -56,6 +56,7 @@ FIND_LIMIT = 1 << 20
 _EVENT_LINE_LIMIT = 1024
 _CONFIRM_FILTER = 1024  # characters of the filter that confirms a registration
 _GATHER = 0.05  # seconds a confirming find may wait for registration lines on their way
+_FORGET = 1.0  # seconds without a registration to confirm before its last listing is dropped
 _VERSION = re.compile(rb"\d+")
 #: The filter of a probe: it matches no service a client of regmgr registers.
 PROBE_FILTER = {"regmgr.probe": "none"}
@@ -336,6 +337,7 @@ class TCP:
         self._all_sent.set()
         self._confirmations = SharedListing(lambda: self._all_sent.wait(_GATHER))
         self._confirmed_listing = ListingParser()  # the confirmations' last find
+        self._confirming = 0  # registrations being confirmed
         self._link = _Link()  # the latest event stream's
 
     def _rotate(self) -> None:
@@ -494,6 +496,20 @@ class TCP:
 
     def _confirm(self, registration: TCPRegistration, attrs: Mapping[str, str]) -> None:
         """Return once the registry lists *our* entry; raise if it refused it (module doc)."""
+        self._confirming += 1
+        try:
+            self._confirm_listed(registration, attrs)
+        finally:
+            self._confirming -= 1
+            if not self._confirming:
+                gevent.spawn_later(_FORGET, self._forget_listing)
+
+    def _forget_listing(self) -> None:
+        """No registration to confirm for a while: drop the last listing (memory)."""
+        if not self._confirming:
+            self._confirmed_listing.reset()
+
+    def _confirm_listed(self, registration: TCPRegistration, attrs: Mapping[str, str]) -> None:
         deadline_at = time.monotonic() + self.connect_timeout
         pause = 0.005
         in_a_row = 0  # finds that listed the name with our attributes, our connection open
