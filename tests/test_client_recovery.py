@@ -10,7 +10,12 @@ import pytest
 from regmgr import Backoff, Lookup, Monitor, RegMgr, Service, Styx
 from serverutil import eventually
 
-FAST = Backoff(initial=0.01, maximum=0.1)
+
+
+@pytest.fixture
+def fast():
+    """Short retry delays (built in a test: mutmut's trampolines refuse calls at import)."""
+    return Backoff(initial=0.01, maximum=0.1)
 
 
 def fail_once(obj, method, error):
@@ -40,8 +45,9 @@ def bug():
     return UnicodeEncodeError("utf-8", "\udc80", 0, 1, "injected bug")
 
 
-def test_service_survives_a_failing_open_new(manager_factory, registry_server, caplog, bug):
-    mgr = manager_factory(registry_server, backoff=FAST)
+def test_service_survives_a_failing_open_new(manager_factory, registry_server, caplog, bug,
+                                             fast):
+    mgr = manager_factory(registry_server, backoff=fast)
     calls = fail_once(mgr.connection, "open_new", bug)
     svc = mgr.attach(Service("svc", {"a": "1"}))
     eventually(lambda: svc.registered)
@@ -50,9 +56,10 @@ def test_service_survives_a_failing_open_new(manager_factory, registry_server, c
     assert logged(caplog, bug, "Service('svc', {'a': '1'})")
 
 
-def test_service_survives_a_failing_registration(manager_factory, registry_server, caplog):
+def test_service_survives_a_failing_registration(manager_factory, registry_server, caplog,
+                                                 fast):
     """A registration whose notify() raises a TypeError: the service registers again."""
-    mgr = manager_factory(registry_server, backoff=FAST)
+    mgr = manager_factory(registry_server, backoff=fast)
     bug = TypeError("injected bug in notify")
     real_open_new = mgr.connection.open_new
     opened = []
@@ -72,9 +79,9 @@ def test_service_survives_a_failing_registration(manager_factory, registry_serve
 
 
 def test_service_survives_a_registration_ended_by_a_bug(manager_factory, registry_server,
-                                                        caplog):
+                                                        caplog, fast):
     """A registration that reports its end with an unexpected error: registered again."""
-    mgr = manager_factory(registry_server, backoff=FAST)
+    mgr = manager_factory(registry_server, backoff=fast)
     real_open_new = mgr.connection.open_new
     opened = []
 
@@ -96,8 +103,9 @@ def test_service_survives_a_registration_ended_by_a_bug(manager_factory, registr
     assert "Service('svc', {}): lost:" in caplog.text and "bug" in caplog.text
 
 
-def test_monitor_and_lookup_survive_a_failing_find(manager_factory, registry_server, caplog, bug):
-    mgr = manager_factory(registry_server, backoff=FAST)
+def test_monitor_and_lookup_survive_a_failing_find(manager_factory, registry_server, caplog, bug,
+                                                   fast):
+    mgr = manager_factory(registry_server, backoff=fast)
     owner = manager_factory(registry_server)
     owner.attach(Service("svc", {"a": "1"}))
     eventually(lambda: registry_server.index() == {"svc": {"a": "1"}})
@@ -113,18 +121,19 @@ def test_monitor_and_lookup_survive_a_failing_find(manager_factory, registry_ser
     assert logged(caplog, other, "Lookup({'a': '1'})")
 
 
-def test_supervisor_survives_a_failing_open_event(manager_factory, registry_server, caplog, bug):
+def test_supervisor_survives_a_failing_open_event(manager_factory, registry_server, caplog, bug,
+                                                  fast):
     connection = manager_factory(registry_server).connection  # a real one, of either transport
     fail_once(connection, "open_event", bug)
-    with RegMgr(connection, backoff=FAST) as mgr:
+    with RegMgr(connection, backoff=fast) as mgr:
         assert mgr.wait_connected(10)
         assert logged(caplog, bug, f"registry {connection!r}")
 
 
-def test_styx_write_limit_met_in_a_task_is_logged_and_retried(registry_server, caplog):
+def test_styx_write_limit_met_in_a_task_is_logged_and_retried(registry_server, caplog, fast):
     """msize 256 cannot carry a 300-byte value: the Service says so, and registers once updated."""
     with RegMgr(Styx(registry_server.host, registry_server.styx_port, msize=256),
-                backoff=FAST) as mgr:
+                backoff=fast) as mgr:
         svc = mgr.attach(Service("svc", {"big": "x" * 300}))
         eventually(lambda: any("write limit" in str(r.exc_info[1])
                                for r in caplog.records if r.exc_info))
@@ -145,12 +154,12 @@ def test_services_register_in_turns_and_hold_no_greenlet(manager, registry_serve
 
 
 def test_refused_services_do_not_hold_up_the_others(manager_factory, registry_server,
-                                                    monkeypatch):
+                                                    monkeypatch, fast):
     monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 2)
     holder = manager_factory(registry_server)
     taken = [holder.attach(Service(f"dup{i}")) for i in range(4)]
     eventually(lambda: all(s.registered for s in taken))
-    mgr = manager_factory(registry_server, backoff=FAST)
+    mgr = manager_factory(registry_server, backoff=fast)
     refused = [mgr.attach(Service(f"dup{i}", {"second": "yes"})) for i in range(4)]
     fresh = mgr.attach(Service("fresh"))
     eventually(lambda: fresh.registered, timeout=10)

@@ -92,6 +92,23 @@ def test_service_attribute_types():
         Service("s").update({"a": ["x"]})
 
 
+def test_a_task_started_unattached_says_so():
+    for task in (Service("svc"), Lookup(), Monitor()):
+        with pytest.raises(AssertionError, match=r"^start\(\) of a task that is not attached\b"):
+            task.start()
+
+
+def test_registered_services_are_checked_with_the_pairs_they_all_hold():
+    """The keeper's one find for all of a connection's services filters on their common pairs."""
+    from regmgr.tasks.service import _common
+    assert _common([]) == {}
+    assert _common([{"a": "1", "b": "2"}]) == {"a": "1", "b": "2"}
+    assert _common([{"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "x", "c": "3"}]) == {
+        "a": "1", "c": "3"}
+    assert _common([{"a": "1"}, {"b": "2"}, {"a": "1"}]) == {}
+    assert _common([{}, {"a": "1"}]) == {}
+
+
 def test_service_registers_updates_and_unregisters(manager, registry_server):
     svc = manager.attach(Service("svc", {"a": 1}))
     eventually(lambda: svc.registered)
@@ -112,6 +129,35 @@ def test_updates_while_disconnected_are_carried(manager, registry_server):
     svc.update({"a": 3, "c": "new"})
     registry_server.start()
     eventually(lambda: registry_server.index() == {"svc": {"a": "3", "c": "new"}})
+
+
+def test_an_update_that_changes_nothing_sends_nothing(manager, registry_server):
+    """Writing a value a service already has still reorders its attributes
+    (registry4.md §3: the attributes in front of it are reversed), so an
+    update must send only what changed."""
+    svc = manager.attach(Service("svc", {"x": "1", "y": "1", "z": "1"}))
+    eventually(lambda: svc.registered)
+    before = registry_server.registry.get("svc").attrs
+    svc.update({"x": 1, "y": "1", "z": "1"})
+    svc.update({"w": "2"})
+    eventually(lambda: registry_server.registry.get("svc").get("w") == "2")
+    assert registry_server.registry.get("svc").attrs == [("w", "2")] + before
+
+
+def test_an_update_the_connection_fails_to_send_is_logged(manager, caplog):
+    """update() does not raise on a lost connection: it logs, and the keeper re-registers."""
+    svc = manager.attach(Service("svc", {"a": "1"}))
+    eventually(lambda: svc.registered)
+
+    def lost(attrs):
+        raise ConnectionResetError("injected")
+
+    svc._registration.update = lost  # as a connection that died a moment ago answers
+    with caplog.at_level("INFO", logger="regmgr"):
+        svc.update({"a": "2"})
+    assert svc.attrs == {"a": "2"}
+    assert [r.getMessage() for r in caplog.records if "not sent" in r.msg] == [
+        "service 'svc': update not sent: injected"]
 
 
 def test_duplicate_name_is_retried_until_free(manager, registry_server, caplog):
@@ -238,6 +284,8 @@ def test_monitor_callback_errors_change_nothing(manager, caplog):
     eventually(lambda: seen == ["a", "b"])
     assert set(monitor.services) == {"a", "b"}
     assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["callback bug"] * 2
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+        f"monitor callback {on_add!r} raised; ignored"] * 2
 
 
 def test_monitor_keeps_delivering_under_churn(manager):
@@ -356,3 +404,11 @@ def test_updates_made_while_registering_are_sent(registry_server, transport):
     finally:
         mgr.close()
         relay.stop()
+
+
+def test_the_checks_filter_keeps_to_what_a_session_can_write():
+    from regmgr.tasks.service import CHECK_FILTER, _common
+
+    big = {"a": "x" * 20000, "proto": "http", "b": "y" * (CHECK_FILTER - 10)}
+    assert _common([big, dict(big)]) == {"proto": "http"}
+    assert _common([{"proto": "http", "n": "1"}, {"proto": "http", "n": "2"}]) == {"proto": "http"}

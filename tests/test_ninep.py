@@ -226,6 +226,22 @@ def test_malformed_frame(stream):
     expect_error(stream)
 
 
+def test_a_walk_of_17_elements_is_named_in_the_error():
+    """walk(5): at most 16 elements; the error says how many the peer sent."""
+    with pytest.raises(NinepError) as info:
+        decode_all(Decoder(), [frame(111, b"\x11\x00" + b"\0" * 13 * 17)])
+    assert info.value.data == 17
+    assert str(info.value) == "walk of more than MAXWELEM=16 elements: 17"
+
+
+def test_invalid_utf8_is_named_with_its_first_64_bytes():
+    raw = b"\xff" * 100
+    with pytest.raises(NinepError) as info:
+        decode_all(Decoder(), [frame(107, len(raw).to_bytes(2, "little") + raw)])
+    assert info.value.data == b"\xff" * 64
+    assert str(info.value) == f"invalid UTF-8 in string: {raw[:64]!r}"
+
+
 def test_decoder_stays_broken():
     decoder = expect_error(frame(106, b""))
     with pytest.raises(NinepError):
@@ -328,6 +344,10 @@ def test_encode_refuses_out_of_range(msg):
 @pytest.mark.parametrize("msg, says", [
     pytest.param(Twalk(0, 0, 1, ["a"]), "wnames must be a tuple, not list",  # type: ignore[arg-type]
                  id="wnames-list"),
+    pytest.param(Twalk(0, 0, 1, ("a", 5)), "wnames[1] must be a str, not int",  # type: ignore[arg-type]
+                 id="wname-int"),
+    pytest.param(Rwalk(0, (Qid(0, 0, 0), "q")), "qids[1] must be a Qid, not str",  # type: ignore[arg-type]
+                 id="qid-str"),
     pytest.param(Rerror(0, b"bytes"), "ename must be a str, not bytes",  # type: ignore[arg-type]
                  id="bytes-for-str"),
     pytest.param(Twrite(0, 0, 0, "text"), "data must be bytes, not str",  # type: ignore[arg-type]
@@ -336,11 +356,51 @@ def test_encode_refuses_out_of_range(msg):
                  id="str-for-int"),
     pytest.param(Rstat(0, None), "stat must be a Stat, not NoneType",  # type: ignore[arg-type]
                  id="no-stat"),
+    pytest.param(Rattach(0, "q"), "qid must be a Qid, not str",  # type: ignore[arg-type]
+                 id="str-for-qid"),
 ])
 def test_encode_refuses_wrong_kinds(msg, says):
     with pytest.raises(TypeError) as error:
         encode(msg)
     assert str(error.value) == says  # the field and the wrong type, before any I/O
+
+
+@pytest.mark.parametrize("msg, says", [
+    pytest.param(Rattach(0, Qid(0x100, 0, 0)), "qid.type=256 does not fit in 1 bytes",
+                 id="qid-type"),
+    pytest.param(Rattach(0, Qid(0, 1 << 32, 0)), "qid.vers=4294967296 does not fit in 4 bytes",
+                 id="qid-vers"),
+    pytest.param(Rattach(0, Qid(0, 0, 1 << 64)),
+                 "qid.path=18446744073709551616 does not fit in 8 bytes", id="qid-path"),
+    pytest.param(Rerror(0, "é" * 32768), "ename is 65536 UTF-8 bytes, over 65535",
+                 id="string-utf8"),
+    pytest.param(Tclunk(0x10000, 0), "tag=65536 does not fit in 2 bytes", id="tag"),
+])
+def test_out_of_range_errors_name_the_field(msg, says):
+    with pytest.raises(ValueError) as error:
+        encode(msg, msize=1 << 20)
+    assert str(error.value) == says
+
+
+def test_a_string_of_65535_utf8_bytes_fits():
+    """intro(5): a string is len[2] then its UTF-8 bytes, so up to 65535 of them."""
+    msg = Rerror(0, "x" * 65535)
+    decoder = Decoder(1 << 20)
+    decoder.feed(encode(msg, msize=1 << 20))
+    assert decoder.next_message() == msg
+
+
+def test_a_directory_entry_holds_up_to_65535_bytes_after_its_size():
+    """stat(5): size[2] counts the bytes that follow it, so an entry is at most 2 + 65535."""
+    import dataclasses
+    base = len(encode_stat(ROOT_STAT)) - 2 - len(ROOT_STAT.name)
+    fits = dataclasses.replace(ROOT_STAT, name="x" * (65535 - base))
+    entry = encode_stat(fits)
+    assert len(entry) == 2 + 65535 and entry[:2] == b"\xff\xff"
+    assert decode_stats(entry) == [fits]
+    with pytest.raises(ValueError) as error:
+        encode_stat(dataclasses.replace(fits, name=fits.name + "x"))
+    assert str(error.value) == "stat is 65536 bytes, over 65535"
 
 
 def test_encode_refuses_more_walk_names_than_9p_allows():
@@ -351,8 +411,9 @@ def test_encode_refuses_more_walk_names_than_9p_allows():
 
 
 def test_encode_refuses_non_message():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as error:
         encode(ROOT_STAT)  # type: ignore[arg-type]
+    assert str(error.value) == "not a 9P message: Stat"
 
 
 def test_encode_checks_msize():

@@ -228,3 +228,15 @@ def test_a_filter_of_several_pairs_needs_all_of_them():
     assert set(parse_services(reg.find(parse_filter("p http port 80")))) == {"a"}
     assert set(parse_services(reg.find(parse_filter("port 80 p *")))) == {"a", "c"}
     assert reg.find(parse_filter("p http port 22")) == ""
+
+
+def test_a_removed_service_leaves_the_attribute_index():
+    """A store that still holds a dropped Service may change it: the finds never see it."""
+    reg = Registry()
+    gone = named(reg, "gone a 1", owner="alice")
+    reg.remove(gone, "alice")
+    gone.set("a", "2")
+    gone.attrs = [("b", "3")]
+    kept = named(reg, "kept a 2 b 3")
+    assert reg.find(parse_filter("a 2")) == reg.find(parse_filter("b 3")) == kept.line
+    assert reg.index() == "kept b 3 a 2\n"

@@ -80,6 +80,7 @@ def test_format():
     "\n",                 # empty line
     "svc 'a\n",           # unterminated quote
     "a\na\n",             # listed twice
+    "svc\ta\n",           # odd attributes, tab-separated
 ])
 def test_parse_services_rejects(text):
     with pytest.raises(ProtocolError) as info:
@@ -140,9 +141,25 @@ def test_unquote_fast_path_is_inferno_s_scan(text):
     ("'s'\n's'\n", "service listed twice: \"'s'\\n\""),
     ("s a b", "service listing does not end with a newline: 's a b'"),
     ("'s' a b", "service listing does not end with a newline: \"'s' a b\""),
+    # cut after a whole line, whatever the fragment (mutmut's marker XXXX included)
+    ("s\nt", "service listing does not end with a newline: 't'"),
+    ("s\nXXXX", "service listing does not end with a newline: 'XXXX'"),
 ])
 def test_bad_listings_say_what_is_wrong(text, says):
     # plain and quoted listings take different paths: both name the fault
     with pytest.raises(ProtocolError) as error:
         parse_services(text)
     assert str(error.value) == says
+
+
+@pytest.mark.parametrize("text, services", [
+    ("svc\ta\t1\n", {"svc": {"a": "1"}}),
+    ("svc a\t1\nt\n", {"svc": {"a": "1"}, "t": {}}),
+    ("svc  a 1\n", {"svc": {"a": "1"}}),
+    # other white space is part of a word: %q quotes only characters <= U+0020
+    ("svc note a\xa0b\u2003c\n", {"svc": {"note": "a\xa0b\u2003c"}}),
+    ("svc note a\x85b\u3000c\n", {"svc": {"note": "a\x85b\u3000c"}}),
+])
+def test_listing_words_split_on_blank_tab_and_newline_only(text, services):
+    """registry4.md §2: words are separated by blank, tab or newline, and nothing else."""
+    assert parse_services(text) == services
