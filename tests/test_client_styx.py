@@ -291,3 +291,40 @@ def test_an_endless_listing_is_a_protocol_error(scripted, listing):
     with gevent.Timeout(60), pytest.raises(ProtocolError, match="listing over"):
         listing(Styx("127.0.0.1", port, msize=65560))
     assert sent[0] < 80 << 20
+
+
+def test_frames_queued_together_go_out_in_one_send():
+    import gevent.socket
+
+    from regmgr.connections.styxsession import Session
+
+    class Counted:
+        """The session's socket, counting its sends."""
+
+        def __init__(self, sock):
+            self.sock, self.sends = sock, 0
+
+        def sendall(self, data):
+            self.sends += 1
+            return self.sock.sendall(data)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    ours, theirs = gevent.socket.socketpair()
+    counted = Counted(ours)
+    session = Session(counted, "pair", 8192)
+    try:
+        for fid in (5, 6, 7):  # queued without a switch: the writer takes them all at once
+            session.clunk(fid)
+        decoder, frames = ninep.Decoder(8192), []
+        while len(frames) < 3:
+            decoder.feed(theirs.recv(65536))
+            while (msg := decoder.next_message()) is not None:
+                frames.append(msg)
+        assert [(type(m), m.fid) for m in frames] == [(ninep.Tclunk, 5), (ninep.Tclunk, 6),
+                                                      (ninep.Tclunk, 7)]
+        assert counted.sends == 1
+    finally:
+        session.close()
+        theirs.close()

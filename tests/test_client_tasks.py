@@ -415,3 +415,11 @@ def test_updates_made_while_registering_are_sent(registry_server, transport):
     finally:
         mgr.close()
         relay.stop()
+
+
+def test_the_checks_filter_keeps_to_what_a_session_can_write():
+    from regmgr.tasks.service import CHECK_FILTER, _common
+
+    big = {"a": "x" * 20000, "proto": "http", "b": "y" * (CHECK_FILTER - 10)}
+    assert _common([big, dict(big)]) == {"proto": "http"}
+    assert _common([{"proto": "http", "n": "1"}, {"proto": "http", "n": "2"}]) == {"proto": "http"}

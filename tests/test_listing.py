@@ -119,3 +119,31 @@ def test_one_change_in_a_listing_of_many_chunks_is_that_service(where):
     del services[f"svc{where}"]
     found, changed = parser.parse("".join(format_service(n, a) for n, a in services.items()))
     assert changed == [f"svc{where}"] and found == services
+
+
+def test_scattered_changes_in_place_are_exactly_the_changed_services():
+    services = {f"svc{i}": {"proto": "bench", "seq": str(i)} for i in range(3000)}
+    parser = ListingParser()
+    parser.parse("".join(format_service(name, attrs) for name, attrs in services.items()))
+    touched = [0, 1, 2, 500, 501, 1999, 2998, 2999]  # neighbours, the first and the last
+    for k, i in enumerate(touched):
+        services[f"svc{i}"] = {"proto": "bench", "seq": "x" * (k + 1)}  # shorter, longer
+    found, changed = parser.parse("".join(format_service(n, a) for n, a in services.items()))
+    assert found == services and sorted(changed) == sorted(f"svc{i}" for i in touched)
+
+
+suffixed = st.sampled_from(["b", "ab", "bab", "x", "xb"])
+
+
+@given(st.lists(st.lists(st.tuples(suffixed, st.sampled_from(["1", "b 1", "ab"])),
+                         max_size=6), min_size=2, max_size=6))
+def test_names_and_values_that_end_alike_never_cut_a_line(sequence):
+    """Texts whose ends agree inside a line: the walk still takes whole lines."""
+    parser = ListingParser()
+    for pairs in sequence:
+        services = {}
+        for name, value in pairs:
+            services.setdefault(name, {"k": value})
+        text = "".join(format_service(name, attrs) for name, attrs in services.items())
+        found, _ = parser.parse(text)
+        assert found == services

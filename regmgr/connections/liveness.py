@@ -5,7 +5,8 @@ Two mechanisms, one bound. With ``probe_interval`` *i* and
 :class:`~regmgr.connections.Styx`), a registry that stops answering is
 noticed within about *i* + *t* seconds (8 s by default):
 
-* :func:`keepalive` sets, on every client socket, kernel keepalive probes
+* :func:`keepalive` sets, on every lasting client socket (not a TCP find's, whose
+  request and reply have deadlines), kernel keepalive probes
   every *i* seconds of silence and a ``TCP_USER_TIMEOUT`` of *t*: a peer
   that vanished without a FIN (a partition, a host that went away) kills
   the socket, even one the gateway never writes to (a registration);

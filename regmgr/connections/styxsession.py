@@ -5,7 +5,9 @@ registration, event stream, find and remove of a connection through one
 :class:`Session`. It is the only place that touches the socket:
 
 * a writer greenlet sends frames in the order calls were made, so a caller
-  killed half-way can never leave a partial frame on the wire;
+  killed half-way can never leave a partial frame on the wire; the frames
+  queued meanwhile go out in one send (a burst of registrations costs the
+  registry fewer reads);
 * a reader greenlet hands each reply to the call waiting on its tag;
 * tags and fids are allocated and recycled here. A call cancelled while
   waiting (greenlet killed, ``gevent.Timeout``) sends Tflush, and its tag is
@@ -290,7 +292,14 @@ class Session:
     def _write_loop(self) -> None:
         try:
             for frame in self._frames:
-                self._sock.sendall(frame)
+                frames = [frame]
+                while not self._frames.empty():  # everything queued meanwhile, in one send
+                    frames.append(self._frames.get_nowait())
+                if frames[-1] is StopIteration:
+                    frames.pop()
+                    self._sock.sendall(b"".join(frames))
+                    return
+                self._sock.sendall(b"".join(frames) if len(frames) > 1 else frame)
         except OSError as err:
             self._die(ConnectionError(f"{self.label}: {err or type(err).__name__}"))
 

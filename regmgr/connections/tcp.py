@@ -56,6 +56,7 @@ FIND_LIMIT = 1 << 20
 _EVENT_LINE_LIMIT = 1024
 _CONFIRM_FILTER = 1024  # characters of the filter that confirms a registration
 _GATHER = 0.05  # seconds a confirming find may wait for registration lines on their way
+_FORGET = 1.0  # seconds without a registration to confirm before its last listing is dropped
 _VERSION = re.compile(rb"\d+")
 #: The filter of a probe: it matches no service a client of regmgr registers.
 PROBE_FILTER = {"regmgr.probe": "none"}
@@ -336,6 +337,7 @@ class TCP:
         self._all_sent.set()
         self._confirmations = SharedListing(lambda: self._all_sent.wait(_GATHER))
         self._confirmed_listing = ListingParser()  # the confirmations' last find
+        self._confirming = 0  # registrations being confirmed
         self._link = _Link()  # the latest event stream's
 
     def _rotate(self) -> None:
@@ -359,18 +361,22 @@ class TCP:
         return (f"TCP({self.host!r}, new_port={self.new_port}, "
                 f"find_port={self.find_port}, event_port={self.event_port})")
 
-    def _connect(self, port: int, label: str) -> gevent.socket.socket:
+    def _connect(self, port: int, label: str, lasting: bool = True) -> gevent.socket.socket:
+        """A connection to ``port``; kernel keepalive on it if it is ``lasting``
+        (a find's is not: its request and reply have deadlines)."""
         with _link(label):
             if self._family is None:
                 sock = gevent.socket.create_connection((self.host, port),
                                                        timeout=self.connect_timeout)
-                keepalive(sock, self.probe_interval, self.probe_timeout)
+                if lasting:
+                    keepalive(sock, self.probe_interval, self.probe_timeout)
                 return sock
             # An address, not a name: skip the resolver, which gevent runs in a
             # thread (half the cost of connecting on loopback).
             sock = gevent.socket.socket(self._family, socket.SOCK_STREAM)
             try:
-                keepalive(sock, self.probe_interval, self.probe_timeout)
+                if lasting:
+                    keepalive(sock, self.probe_interval, self.probe_timeout)
                 sock.settimeout(self.connect_timeout)
                 sock.connect((self.host, port))
             except BaseException:
@@ -430,7 +436,7 @@ class TCP:
         request = (format_attrs(attrs) + "\n").encode("utf-8")
         chunks = []
         size = 0
-        with self._connect(self.find_port, label) as sock, _link(label):
+        with self._connect(self.find_port, label, lasting=False) as sock, _link(label):
             sock.sendall(request)  # one send: the real gateway takes one read as the filter
             while True:
                 data = sock.recv(65536)
@@ -490,6 +496,20 @@ class TCP:
 
     def _confirm(self, registration: TCPRegistration, attrs: Mapping[str, str]) -> None:
         """Return once the registry lists *our* entry; raise if it refused it (module doc)."""
+        self._confirming += 1
+        try:
+            self._confirm_listed(registration, attrs)
+        finally:
+            self._confirming -= 1
+            if not self._confirming:
+                gevent.spawn_later(_FORGET, self._forget_listing)
+
+    def _forget_listing(self) -> None:
+        """No registration to confirm for a while: drop the last listing (memory)."""
+        if not self._confirming:
+            self._confirmed_listing.reset()
+
+    def _confirm_listed(self, registration: TCPRegistration, attrs: Mapping[str, str]) -> None:
         deadline_at = time.monotonic() + self.connect_timeout
         pause = 0.005
         in_a_row = 0  # finds that listed the name with our attributes, our connection open

@@ -316,13 +316,25 @@ def _missing(connection: Connection, watched: list[tuple[Service, Registration]]
     return missing
 
 
+#: Characters of a check's filter: a filter narrows the listing, and a long one
+#: would be over a Styx session's write limit (a service may hold 32 KiB).
+CHECK_FILTER = 1024
+
+
 def _common(attrs: Iterable[dict[str, str]]) -> dict[str, str]:
-    """The attribute-value pairs that every one of ``attrs`` holds."""
+    """Attribute-value pairs that every one of ``attrs`` holds, at most
+    :data:`CHECK_FILTER` characters of them."""
     each = iter(attrs)
     common = dict(next(each, {}))
     for other in each:
         if not common:
             break
         common = {k: v for k, v in common.items() if other.get(k) == v}
+    size = 0
+    for key, value in list(common.items()):
+        if size + len(key) + len(value) + 2 > CHECK_FILTER:
+            del common[key]  # the listing may hold more services; the check looks names up
+        else:
+            size += len(key) + len(value) + 2
     return common
 
