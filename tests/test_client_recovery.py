@@ -255,3 +255,18 @@ def test_the_line_skips_services_that_left_it(manager, registry_server, monkeypa
     assert set(registry_server.index()) == {"s0", "s2", "s3"}
     assert all(s._greenlet is None for s in services) and not services[1].registered
     assert max(running) == 1
+
+
+def test_a_service_restarted_while_the_line_is_full_is_not_lost(manager, registry_server,
+                                                                monkeypatch, caplog):
+    """Detached and attached again with no turn free: the old registration's end is the
+    service's own close, not a loss (no 'lost' warning, no second place in line)."""
+    from regmgr.tasks.service import _checks, _turns_of
+    svc = manager.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 0)  # no turn free
+    manager.detach(svc)
+    manager.attach(svc)
+    eventually(lambda: svc not in _checks[manager.connection]._watched)  # its end was handled
+    assert "lost" not in caplog.text
+    assert len(_turns_of(manager.connection)._waiting) == 1
