@@ -3,6 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regmgr.errors import RegistryError
+from regmgr.server import state
 from regmgr.server.state import Registry
 
 
@@ -75,6 +76,22 @@ kept_steps = st.lists(st.one_of(
 @given(kept_steps, st.lists(st.one_of(filters, st.just([])), min_size=1, max_size=4))
 def test_kept_listings_follow_every_change(steps, queries):
     """Finds asked again and again (answered from memory while nothing changed) stay exact."""
+    check_kept_listings(steps, queries)
+
+
+@settings(max_examples=200)
+@given(kept_steps, st.lists(st.one_of(filters, st.just([])), min_size=1, max_size=4))
+def test_kept_blocks_follow_every_change(steps, queries):
+    """The same with full listings joined from blocks of two slots (many blocks)."""
+    block = state._BLOCK
+    state._BLOCK = 2
+    try:
+        check_kept_listings(steps, queries)
+    finally:
+        state._BLOCK = block
+
+
+def check_kept_listings(steps, queries):
     registry = Registry()
     live = {}
     for op, key, pairs in steps:

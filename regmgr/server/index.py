@@ -7,7 +7,8 @@ holding that value, and for every attribute the services holding it with
 any value (for ``*``). The registry keeps it exact on every attribute
 write and removal, so a find starts from its filter's smallest set.
 Every such call also advances :attr:`AttrIndex.changes`, the clock by
-which the registry knows a cached listing is still current.
+which the registry knows a cached listing is still current, and puts the
+service in :attr:`AttrIndex.touched`, whose lines the registry refreshes.
 
 A value held by one service (a sequence number, an address) is the
 common case and is kept as that service alone, not a set of one: the
@@ -33,10 +34,13 @@ class AttrIndex(Generic[S]):
         #: Inferno's order quirk still moves attributes); the owner advances
         #: it too when a service starts being listed.
         self.changes = 0
+        #: Services assigned or removed since the owner last emptied this.
+        self.touched: set[S] = set()
 
     def assign(self, svc: S, attr: str, old: Optional[str], value: str) -> None:
         """``svc``'s ``attr`` goes from ``old`` (None: absent) to ``value``."""
         self.changes += 1
+        self.touched.add(svc)
         if old == value:
             return
         if old is None:
@@ -55,6 +59,7 @@ class AttrIndex(Generic[S]):
     def remove(self, svc: S, values: Mapping[str, str]) -> None:
         """``svc`` no longer holds any of ``values``."""
         self.changes += 1
+        self.touched.add(svc)
         for attr, value in values.items():
             self._discard(svc, attr, value)
             holders = self._attrs.get(attr)

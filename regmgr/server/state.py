@@ -39,6 +39,9 @@ _SLOT = attrgetter("slot")
 #: at most this many filters, and this many characters in all.
 _CACHED_FINDS = 64
 _CACHED_CHARS = 16 << 20
+#: Slots per block of a full listing kept joined: after one change, a
+#: listing of 10,000 joins 40 blocks and one block's lines, not 10,000 lines.
+_BLOCK = 256
 
 
 def _qlen(word: str) -> int:
@@ -168,6 +171,12 @@ class Registry:
         self.limits = limits
         self.version = 0
         self._slots: list[Service] = []
+        # Each slot's line ("" unnamed) as of the last listing, but for the
+        # services in the index's ``touched``: a full listing is one C join,
+        # not a walk through 10,000 scattered Service objects (4x slower).
+        self._lines: list[str] = []
+        # The lines of each _BLOCK slots joined, None once one of them changed.
+        self._blocks: list[Optional[str]] = []
         self._by_id: dict[int, Service] = {}
         self._by_name: dict[str, Service] = {}
         self._index: AttrIndex[Service] = AttrIndex()
@@ -206,6 +215,7 @@ class Registry:
         svc.index = self._index
         self._next_id += 1
         self._slots.append(svc)
+        self._lines.append("")
         self._by_id[svc.id] = svc
         return svc
 
@@ -252,6 +262,7 @@ class Registry:
         svc.name = name
         self._by_name[name] = svc
         self._index.changes += 1  # it is listed from now on
+        self._index.touched.add(svc)
 
     def _limit_error(self, svc: Service, name: Optional[str],
                      pairs: list[tuple[str, str]]) -> Optional[str]:
@@ -313,9 +324,13 @@ class Registry:
         svc.index = None
         del self._by_id[svc.id]
         last = self._slots.pop()
+        line = self._lines.pop()
         if last is not svc:
             self._slots[svc.slot] = last
+            self._lines[svc.slot] = line
             last.slot = svc.slot
+        self._stale(svc.slot)
+        self._stale(len(self._slots))  # where the last slot was
         if svc.name is not None:
             del self._by_name[svc.name]
             self._changed()
@@ -352,8 +367,9 @@ class Registry:
         Only named services hold attributes, so a filter's candidates are
         the index's smallest set for one of its pairs: sorted by slot when
         few, else picked out of the slot table in one walk (or, when they
-        are every named service, all of it). Lines are read from each
-        service's cache directly: the property call cost more than the rest.
+        are every named service, all of it, as one join of the slots' lines).
+        Lines are read from each service's cache directly: the property call
+        cost more than the rest.
         """
         if pairs:
             candidates = self._index.smallest(pairs)
@@ -361,13 +377,44 @@ class Registry:
                 chosen: Iterable[Service] = sorted(candidates, key=_SLOT)
             elif len(candidates) < len(self._by_name):
                 chosen = [svc for svc in self._slots if svc in candidates]
-            else:
+            elif len(pairs) > 1:
                 chosen = self._slots
+            else:
+                return self._everything()
             if len(pairs) > 1:
                 chosen = [svc for svc in chosen if svc.matches(pairs)]
-        else:
-            chosen = self._slots
-        return "".join([svc._line or svc.line for svc in chosen if svc.name is not None])
+            return "".join([svc._line or svc.line for svc in chosen if svc.name is not None])
+        return self._everything()
+
+    def _everything(self) -> str:
+        """Every named service's line in slot order: the kept blocks, joined."""
+        lines = self._fresh_lines()
+        blocks = self._blocks
+        count = -(-len(lines) // _BLOCK)
+        del blocks[count:]
+        blocks.extend([None] * (count - len(blocks)))
+        for i, text in enumerate(blocks):
+            if text is None:
+                blocks[i] = "".join(lines[i * _BLOCK:(i + 1) * _BLOCK])
+        return "".join(blocks)  # type: ignore[arg-type]  # none is None now
+
+    def _fresh_lines(self) -> list[str]:
+        """Every slot's line ("" unnamed), the touched ones brought up to date."""
+        touched = self._index.touched
+        if touched:
+            lines = self._lines
+            for svc in touched:
+                if not svc.removed:  # a removed one's slot may be another's now
+                    lines[svc.slot] = svc.line if svc.name is not None else ""
+                    self._stale(svc.slot)
+            touched.clear()
+        return self._lines
+
+    def _stale(self, slot: int) -> None:
+        """The block holding ``slot`` must be joined again."""
+        block = slot // _BLOCK
+        if block < len(self._blocks):
+            self._blocks[block] = None
 
     def index(self) -> str:
         return self.find([])

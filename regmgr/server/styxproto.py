@@ -271,21 +271,34 @@ class StyxSession:
 
     def _dirent(self, path: int) -> Stat:
         """The directory entry of path; ``file does not exist`` once a service is gone."""
+        name, mode, uid = self._entry(path)
+        return Stat(0, 0, self._qid(path), mode, self.started, self.started, 0, name, uid, uid,
+                    "")
+
+    def _entry(self, path: int) -> tuple[str, int, str]:
+        """Name, mode and owner (also the group) of path, as :meth:`_dirent` gives them."""
         if path in _STATIC:
             name, mode = _STATIC[path]
-            vers = self.registry.version if path == QROOT else 0
-            qid = Qid(QTDIR if mode & DMDIR else QTFILE, vers, path)
-            uid = _REGISTRY_USER
-        else:
-            svc = self._service(path)
-            if svc is None:
-                raise _Refused(ENOTFOUND)
-            name, mode, uid = svc.name or "", 0o644, svc.owner
-            qid = Qid(QTFILE, svc.vers & 0xFFFFFFFF, path)
-        return Stat(0, 0, qid, mode, self.started, self.started, 0, name, uid, uid, "")
+            return name, mode, _REGISTRY_USER
+        svc = self._service(path)
+        if svc is None:
+            raise _Refused(ENOTFOUND)
+        return svc.name or "", 0o644, svc.owner
+
+    def _qid(self, path: int) -> Qid:
+        """The qid of :meth:`_dirent` without the rest (a walk needs only that)."""
+        if path in _STATIC:
+            if path == QROOT:
+                return Qid(QTDIR, self.registry.version, path)
+            return Qid(QTFILE, 0, path)
+        svc = self._service(path)
+        if svc is None:
+            raise _Refused(ENOTFOUND)
+        return Qid(QTFILE, svc.vers & 0xFFFFFFFF, path)
 
     def _walk1(self, path: int, name: str) -> int:
-        if not self._dirent(path).mode & DMDIR:
+        if path != QROOT:  # the only directory
+            self._qid(path)  # ``file does not exist`` once a service is gone
             raise _Refused(ENOTDIR)
         if name == "..":
             return QROOT
@@ -375,7 +388,7 @@ class StyxSession:
         if msg.fid in self.fids:
             raise _Refused(EINUSE)
         self._new_fid(msg.fid, QROOT, msg.uname)
-        return ninep.Rattach(msg.tag, self._dirent(QROOT).qid)
+        return ninep.Rattach(msg.tag, self._qid(QROOT))
 
     def _flush(self, msg: ninep.Tflush) -> ninep.RMessage:
         fid = self.pending.pop(msg.oldtag, None)
@@ -397,7 +410,7 @@ class StyxSession:
                 if i == 0:
                     raise
                 return ninep.Rwalk(msg.tag, tuple(qids))  # stopped early: newfid untouched
-            qids.append(self._dirent(path).qid)
+            qids.append(self._qid(path))
         if msg.newfid == msg.fid:
             fid.path = path
         else:
@@ -408,12 +421,12 @@ class StyxSession:
         fid = self._fid(msg.fid)
         if fid.mode is not None:
             raise _Refused(EOPEN)
-        st = self._dirent(fid.path)
+        _, mode, uid = self._entry(fid.path)
         if msg.mode & ~(OTRUNC | ORCLOSE) > ORDWR:
             raise _Refused(EBADARG)
         if msg.mode & 3 != OREAD and fid.is_dir:
             raise _Refused(EPERM)
-        if not openok(fid.uname, msg.mode, st.mode, st.uid, st.gid):
+        if not openok(fid.uname, msg.mode, mode, uid, uid):
             raise _Refused(EPERM)
         if msg.mode & ORCLOSE and fid.is_dir:
             raise _Refused(EPERM)  # the root cannot be removed
