@@ -377,8 +377,13 @@ class TCP:
             try:
                 if lasting:
                     keepalive(sock, self.probe_interval, self.probe_timeout)
+                sock.settimeout(0.0)
+                try:  # on loopback the handshake is over when this returns: no wait
+                    sock.connect((self.host, port))
+                except BlockingIOError:
+                    pass
                 sock.settimeout(self.connect_timeout)
-                sock.connect((self.host, port))
+                sock.connect((self.host, port))  # done, or waits for the handshake
             except BaseException:
                 sock.close()
                 raise
