@@ -17,6 +17,14 @@ regmgr/tasks under test_client_tasks.py, test_client_settle.py,
 test_client_recovery.py, test_client_limits.py and test_api_vocabulary.py
 (a real in-process registry on the memory store).
 Not part of .ci/run: a run takes tens of minutes on a shared machine.
+
+Each survivor is then written into the source itself (:func:`apply`) and
+run under all of its group's tests: mutmut switches a mutant on only after
+the package is imported, so mutants of import-time code never take effect
+in its run. ``--report-only --tests-ref COMMIT`` does that again for a
+finished run in ``--workdir`` with a later commit's tests. The figures, and
+every remaining survivor with the reason it is equivalent, are in
+``bench/mutation-results.md``.
 """
 from __future__ import annotations
 
