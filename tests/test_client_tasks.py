@@ -423,3 +423,20 @@ def test_the_checks_filter_keeps_to_what_a_session_can_write():
     big = {"a": "x" * 20000, "proto": "http", "b": "y" * (CHECK_FILTER - 10)}
     assert _common([big, dict(big)]) == {"proto": "http"}
     assert _common([{"proto": "http", "n": "1"}, {"proto": "http", "n": "2"}]) == {"proto": "http"}
+
+
+def test_monitor_applies_a_deletion_and_additions_seen_in_one_find(manager, registry_server,
+                                                                    events):
+    """A find that misses one service and lists new ones reports every addition at once
+    (the deletion waits for a second find that misses it too)."""
+    registry = registry_server.registry
+    old = registry.create("test")
+    registry.write(old, "old a 1")
+    monitor = manager.attach(events.monitor())
+    eventually(lambda: set(monitor.services) == {"old"} and not monitor.stale)
+    registry.remove(old, "test")  # then, before any find can run, three new ones
+    for name in ("new1", "new2", "new3"):
+        registry.write(registry.create("test"), f"{name} a 1")
+    eventually(lambda: set(monitor.services) == {"new1", "new2", "new3"})
+    assert sorted(e[1] for e in events.log if e[0] == "add") == ["new1", "new2", "new3", "old"]
+    assert [e[1] for e in events.log if e[0] == "del"] == ["old"]
