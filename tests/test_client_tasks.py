@@ -412,3 +412,21 @@ def test_the_checks_filter_keeps_to_what_a_session_can_write():
     big = {"a": "x" * 20000, "proto": "http", "b": "y" * (CHECK_FILTER - 10)}
     assert _common([big, dict(big)]) == {"proto": "http"}
     assert _common([{"proto": "http", "n": "1"}, {"proto": "http", "n": "2"}]) == {"proto": "http"}
+
+
+def test_a_service_detached_as_its_registration_completes_leaves_nothing_registered(
+        manager, registry_server):
+    """A detach whose kill would land after open_new's last wait was answered."""
+    real_open_new = manager.connection.open_new
+    opened = []
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        opened.append(registration)
+        manager.detach(service)  # the registering greenlet is no longer the service's
+        return registration
+
+    manager.connection.open_new = open_new
+    service = manager.attach(Service("late"))
+    eventually(lambda: opened and registry_server.index() == {})
+    assert not service.registered and service.manager is None
