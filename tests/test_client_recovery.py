@@ -4,6 +4,8 @@ unexpected exception is logged with the task's name, and the task starts again.
 The connections are real ones on a real registry; one method of one object
 is wrapped so that its first call raises, as a bug in a transport would.
 """
+import time
+
 import gevent
 import pytest
 
@@ -166,3 +168,105 @@ def test_refused_services_do_not_hold_up_the_others(manager_factory, registry_se
     assert not any(s.registered for s in refused)
     holder.close()  # the names come free: the refused ones get them
     eventually(lambda: all(s.registered for s in refused), timeout=10)
+
+
+def test_a_failing_check_is_logged_and_the_service_kept(manager_factory, registry_server,
+                                                        caplog):
+    """The keeper's find for its services fails: a lost connection is one line, a bug a
+    traceback; the service stays registered and is checked again at the next event."""
+    caplog.set_level("INFO", logger="regmgr")
+    mgr = manager_factory(registry_server)
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    other = manager_factory(registry_server)
+    lost, bug = ConnectionResetError("injected loss"), TypeError("injected bug")
+    for n, error in enumerate((lost, bug)):
+        calls = fail_once(mgr.connection, "find", error)
+        other.attach(Service(f"other{n}"))  # an event: the keeper checks its services
+        eventually(lambda: len(calls) >= 1)
+    eventually(lambda: logged(caplog, bug, "cannot check 1 registrations"))
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot check")
+            ] == ["cannot check 1 registrations: injected loss", "cannot check 1 registrations"]
+    assert svc.registered and "svc" in registry_server.index()
+
+
+def test_a_registration_whose_notify_fails_is_not_registered(manager_factory, registry_server,
+                                                             caplog):
+    """Until the next attempt (an hour away here) the service says it is not registered."""
+    mgr = manager_factory(registry_server, backoff=Backoff(initial=3600, maximum=3600))
+    bug = TypeError("injected bug in notify")
+    real_open_new = mgr.connection.open_new
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        fail_once(registration, "notify", bug)
+        return registration
+
+    mgr.connection.open_new = open_new
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: logged(caplog, bug, "Service('svc', {})"))
+    assert not svc.registered
+    svc.refresh()  # what every registry event does: nothing to check while unregistered
+    from regmgr.tasks.service import _checks
+    checks = _checks.get(mgr.connection)  # no longer watched: no check holds the connection
+    assert checks is None or (not checks._watched and checks._greenlet is None)
+    eventually(lambda: registry_server.index() == {})
+
+
+def test_a_lost_service_waits_its_backoff_before_registering_again(manager_factory,
+                                                                   registry_server):
+    """A service the registry dropped registers again only after a backoff delay (here a
+    fixed 2 s): many services lost together must not come back in one burst. A lower
+    bound, so a busy machine cannot break it."""
+    mgr = manager_factory(registry_server, backoff=Backoff(initial=2.0, maximum=2.0,
+                                                           jitter=False))
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    entry = registry_server.registry.get("svc")
+    dropped = time.monotonic()
+    registry_server.registry.remove(entry, entry.owner)
+    eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=20)
+    assert time.monotonic() - dropped >= 2.0
+
+
+def test_the_line_skips_services_that_left_it(manager, registry_server, monkeypatch):
+    """One turn at a time: a service detached while in line never registers, one that
+    left and came back (in line twice) registers once, and the turns all end."""
+    from regmgr.tasks.service import _turns_of
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 1)
+    turns = _turns_of(manager.connection)
+    running = []
+
+    def sample():
+        while True:
+            running.append(turns._running)
+            gevent.sleep(0)
+
+    sampler = gevent.spawn(sample)
+    try:
+        services = [manager.attach(Service(f"s{i}")) for i in range(4)]
+        manager.detach(services[1])
+        manager.detach(services[2])
+        manager.attach(services[2])
+        eventually(lambda: all(services[i].registered for i in (0, 2, 3)), timeout=20)
+        eventually(lambda: turns._running == 0 and not turns._waiting)
+    finally:
+        sampler.kill()
+    assert set(registry_server.index()) == {"s0", "s2", "s3"}
+    assert all(s._greenlet is None for s in services) and not services[1].registered
+    assert max(running) == 1
+
+
+def test_a_service_restarted_while_the_line_is_full_is_not_lost(manager, registry_server,
+                                                                monkeypatch, caplog):
+    """Detached and attached again with no turn free: the old registration's end is the
+    service's own close, not a loss (no 'lost' warning, no second place in line)."""
+    from regmgr.tasks.service import _checks, _turns_of
+    svc = manager.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 0)  # no turn free
+    manager.detach(svc)
+    manager.attach(svc)
+    eventually(lambda: svc not in _checks[manager.connection]._watched)  # its end was handled
+    assert "lost" not in caplog.text
+    assert len(_turns_of(manager.connection)._waiting) == 1

@@ -109,9 +109,12 @@ def test_registered_services_are_checked_with_the_pairs_they_all_hold():
     assert _common([{}, {"a": "1"}]) == {}
 
 
-def test_service_registers_updates_and_unregisters(manager, registry_server):
+def test_service_registers_updates_and_unregisters(manager, registry_server, caplog):
+    caplog.set_level("INFO", logger="regmgr")
     svc = manager.attach(Service("svc", {"a": 1}))
     eventually(lambda: svc.registered)
+    assert [r.getMessage() for r in caplog.records if r.name == "regmgr"] == [
+        "service 'svc': registered"]
     assert registry_server.index() == {"svc": {"a": "1"}}
     svc.update({"b": "x y", "a": 2})
     assert svc.attrs == {"a": "2", "b": "x y"}
@@ -142,6 +145,14 @@ def test_an_update_that_changes_nothing_sends_nothing(manager, registry_server):
     svc.update({"w": "2"})
     eventually(lambda: registry_server.registry.get("svc").get("w") == "2")
     assert registry_server.registry.get("svc").attrs == [("w", "2")] + before
+
+
+def test_a_service_is_listed_as_one_write_of_its_attributes(manager, registry_server):
+    """registry4.md §3: each new attribute goes in front, and rewriting one reorders the
+    others; a registration writes each attribute once, so they are listed in reverse."""
+    svc = manager.attach(Service("svc", {"x": "1", "y": "1", "z": "1"}))
+    eventually(lambda: svc.registered)
+    assert registry_server.registry.get("svc").attrs == [("z", "1"), ("y", "1"), ("x", "1")]
 
 
 def test_an_update_the_connection_fails_to_send_is_logged(manager, caplog):

@@ -242,6 +242,31 @@ def test_invalid_utf8_is_named_with_its_first_64_bytes():
     assert str(info.value) == f"invalid UTF-8 in string: {raw[:64]!r}"
 
 
+TRUNCATED = frame(107, (200).to_bytes(2, "little") + b"e" * 70)  # a 200-byte string, 70 sent
+
+
+@pytest.mark.parametrize("stream, msize, says, data", [
+    pytest.param(b"\x06\x00\x00\x00", 8192, "frame size below the 7-byte header", 6,
+                 id="size-6"),
+    pytest.param((101).to_bytes(4, "little"), 100, "frame size over msize 100", 101,
+                 id="size-over-msize"),
+    pytest.param(b"\x01\x20\x00\x00", None, "frame size over msize 8192", 8193,
+                 id="size-over-default-msize"),
+    pytest.param(frame(106, b""), 8192, "unknown message type", 106, id="Terror"),
+    pytest.param(TRUNCATED, 8192, "data truncated", TRUNCATED[:64], id="truncated"),
+    pytest.param(frame(121, b"\0" * 70), 8192, "trailing bytes in message", b"\0" * 64,
+                 id="trailing"),
+])
+def test_decoder_errors_say_what_and_show_the_bytes(stream, msize, says, data):
+    """The error names the fault and carries (at most 64 bytes of) what came."""
+    decoder = Decoder() if msize is None else Decoder(msize)
+    decoder.feed(stream)
+    with pytest.raises(NinepError) as info:
+        decoder.next_message()
+    assert info.value.data == data
+    assert str(info.value) == f"{says}: {data!r}"
+
+
 def test_decoder_stays_broken():
     decoder = expect_error(frame(106, b""))
     with pytest.raises(NinepError):
@@ -419,8 +444,9 @@ def test_encode_refuses_non_message():
 def test_encode_checks_msize():
     msg = Rread(0, b"x" * 100)
     assert len(encode(msg, msize=111)) == 111
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as error:
         encode(msg, msize=110)
+    assert str(error.value) == "Rread is 111 bytes, over 110"
 
 
 def test_a_stat_over_65535_bytes_is_refused():

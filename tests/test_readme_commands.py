@@ -70,6 +70,11 @@ NOT_RUN = {
         "regmgr serve --store zookeeper://... (three of them) against a real three-server ensemble",
     "pip install 'regmgr[zookeeper]'":
         "installs regmgr from the package index; .ci/run installs kazoo the same way (test extra)",
+    "pip install -e '.[test,mutation]'":
+        "installs the test and mutation extras: .ci/run installs the test extra the same way",
+    "python bench/mutation.py --group core --max-children 1":
+        "tens of minutes of mutation testing; its figures are in bench/mutation-results.md",
+    "python bench/mutation.py --group tasks --max-children 1": "the same",
     "python -m regmgr": "another name for the regmgr command (alone it prints its usage): "
                         "test_python_m_regmgr_is_the_regmgr_command checks the two agree",
 }

@@ -112,3 +112,16 @@ def check_kept_listings(steps, queries):
             registry.release(live.pop(key))
         for query in queries:
             assert registry.find(query) == walk(registry, query)
+
+
+def test_removed_services_are_not_kept_for_the_next_full_listing():
+    """Selective finds only, registrations coming and going: nothing removed stays held."""
+    registry = Registry()
+    registry.write(registry.create("me"), "kept b 1")
+    for i in range(100):
+        svc = registry.create("me")
+        registry.write(svc, f"s{i} a 1")
+        assert registry.find([("a", "1")]) == f"s{i} a 1\n"
+        registry.release(svc)
+        assert registry.find([("a", "1")]) == ""
+    assert len(registry._index.touched) <= 1  # "kept" at most

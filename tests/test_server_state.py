@@ -2,7 +2,8 @@
 import pytest
 
 from regmgr.errors import RegistryError
-from regmgr.server.state import Registry, parse_filter, persist_value
+from regmgr.limits import Limits
+from regmgr.server.state import Registry, Service, parse_filter, persist_value
 from regmgr.wire import parse_services
 
 
@@ -240,3 +241,63 @@ def test_a_removed_service_leaves_the_attribute_index():
     kept = named(reg, "kept a 2 b 3")
     assert reg.find(parse_filter("a 2")) == reg.find(parse_filter("b 3")) == kept.line
     assert reg.index() == "kept b 3 a 2\n"
+
+
+def test_refusals_in_the_registry_s_words():
+    """registry4.md §3: the texts a client sees for an empty write and a taken name."""
+    reg = Registry()
+    named(reg, "s")
+    svc = reg.create("me")
+    with pytest.raises(RegistryError, match="^bad syntax$"):
+        reg.write(svc, " \t\n")
+    with pytest.raises(RegistryError, match="^duplicate service name$"):
+        reg.write(svc, "s a 1")
+    reg.write(svc, "t a 1")
+    assert reg.index() == "s\nt a 1\n"
+
+
+def test_a_service_outside_any_registry_takes_attributes():
+    """A store's scratch Service (as the ZooKeeper mirror builds) is in no index."""
+    scratch = Service(0, "me", 0)
+    scratch.set("a", "1")
+    scratch.attrs = [("b", "2"), ("a", "3")]
+    assert scratch.attrs == [("b", "2"), ("a", "3")]
+    assert not scratch.removed
+
+
+OVER = "service line is {} bytes, over the 11-byte limit"
+
+
+@pytest.mark.parametrize("first, later, refused", [
+    # the line "s a 1 b 22\n" is 11 bytes: the limit
+    ("s a 1 b 22", [], None),
+    ("s a 1 b 223", [], OVER.format(12)),
+    ("s a 1 b 2", ["b 22"], None),
+    ("s a 1 b 2", ["b 223"], OVER.format(12)),
+    ("s a 1", ["b 22"], None),
+    ("s a 1", ["b 223"], OVER.format(12)),
+    ("s a 1 b 22", ["a 2"], None),
+    ("s a 1 b 22", ["a 22"], OVER.format(12)),
+    ("s a 1 b 22", ["b 2", "c 1"], OVER.format(14)),
+    ("s a '' b 2", ["a x"], None),  # '' is 2 bytes of the line, x is 1
+    ("s a 1 b 2", ["a 'x y'"], OVER.format(14)),
+    ("nnnnnnnnnn", [], None),
+    ("nnnnnnnnnnn", [], "service name is 11 bytes, over the 10-byte limit: 'nnnnnnnnnnn'"),
+])
+def test_the_line_limit_counts_the_listing_line_s_bytes(first, later, refused):
+    """Limits(service_bytes=11, name_bytes=10): every write is judged by the line the
+    service would be listed as, name, quotes, blanks and newline included."""
+    reg = Registry(Limits(name_bytes=10, service_bytes=11))
+    svc = reg.create("me")
+    writes = [first, *later]
+    for i, text in enumerate(writes):
+        if i == len(writes) - 1 and refused is not None:
+            before = reg.index()
+            with pytest.raises(RegistryError) as error:
+                reg.write(svc, text)
+            assert str(error.value) == refused
+            assert reg.index() == before
+        else:
+            reg.write(svc, text)
+    if refused is None:
+        assert len(reg.index().encode()) <= 11

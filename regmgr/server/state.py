@@ -321,6 +321,7 @@ class Registry:
     def _drop(self, svc: Service) -> None:
         svc.removed = True
         self._index.remove(svc, svc.values)
+        self._index.touched.discard(svc)  # held until the next full listing otherwise
         svc.index = None
         del self._by_id[svc.id]
         last = self._slots.pop()
