@@ -217,7 +217,8 @@ def main() -> int:
         print("mutmut reported no mutants: see", work / "mutmut-run.log")
         return 1
     checked = total - by_status.get("no tests", 0)
-    print(f"\n{total} mutants in {minutes:.1f} min: "
+    took = "an earlier run" if args.report_only else f"{minutes:.1f} min"
+    print(f"\n{total} mutants in {took}: "
           + ", ".join(f"{by_status[s]} {s}" for s in STATUSES if by_status.get(s)))
     print(f"mutmut: {len(survivors)} of {total} survive = {100 * len(survivors) / total:.1f}%",
           flush=True)
