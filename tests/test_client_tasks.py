@@ -440,3 +440,21 @@ def test_monitor_applies_a_deletion_and_additions_seen_in_one_find(manager, regi
     eventually(lambda: set(monitor.services) == {"new1", "new2", "new3"})
     assert sorted(e[1] for e in events.log if e[0] == "add") == ["new1", "new2", "new3", "old"]
     assert [e[1] for e in events.log if e[0] == "del"] == ["old"]
+
+
+def test_a_service_detached_as_its_registration_completes_leaves_nothing_registered(
+        manager, registry_server):
+    """A detach whose kill would land after open_new's last wait was answered."""
+    real_open_new = manager.connection.open_new
+    opened = []
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        opened.append(registration)
+        manager.detach(service)  # the registering greenlet is no longer the service's
+        return registration
+
+    manager.connection.open_new = open_new
+    service = manager.attach(Service("late"))
+    eventually(lambda: opened and registry_server.index() == {})
+    assert not service.registered and service.manager is None

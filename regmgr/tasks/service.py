@@ -143,6 +143,11 @@ class Service(TaskBase):
     def _register(self, connection: Connection) -> Registration:
         sent = dict(self._attrs)
         registration = connection.open_new(self.name, sent)
+        if not self._current():
+            # Stopped (detached) while open_new was under way: a kill that comes
+            # after open_new's last wait was answered lands too late to stop it.
+            registration.close()
+            raise gevent.GreenletExit
         try:
             # Updates made while open_new was under way are not in `sent`.
             registration.update({k: v for k, v in self._attrs.items() if sent.get(k) != v})
