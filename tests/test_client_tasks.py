@@ -376,8 +376,10 @@ def test_monitor_stop_lets_a_callback_finish_and_delivers_no_more(manager, regis
     socks = [register(registry_server, b"%s k v\n" % name) for name in (b"a", b"b")]
     eventually(lambda: len(registry_server.index()) == 2)
     entered, release, finished = gevent.event.Event(), gevent.event.Event(), []
+    workers = []
 
     def on_add(name, attrs):
+        workers.append(gevent.getcurrent())
         entered.set()
         release.wait()
         finished.append(name)
@@ -387,6 +389,9 @@ def test_monitor_stop_lets_a_callback_finish_and_delivers_no_more(manager, regis
     manager.detach(monitor)  # stop() while the callback runs
     release.set()
     eventually(lambda: finished)
+    # The worker leaves after the callback: it does not wait for another find.
+    eventually(lambda: workers[0].dead)
+    monitor.refresh()
     assert len(finished) == 1 and set(monitor.services) == set(finished)
     monitor.stop()  # again, as a manager closed after a disconnection does: harmless
     for sock in socks:
