@@ -11,6 +11,7 @@ can tell unchanged services by identity.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 from .errors import ProtocolError
@@ -111,39 +112,33 @@ _LARGEST = 65536
 _MISSES = 8
 
 
-def _common_run(a: str, i: int, b: str, j: int, limit: int) -> int:
-    """How many characters ``a[i:]`` and ``b[j:]`` have in common at their start, at most ``limit``."""
+def _longest_agreement(agree: Callable[[int, int], bool], limit: int) -> int:
+    """The largest ``n <= limit`` such that ``agree(0, n)``, given that ``agree(low, high)``
+    says whether characters ``low`` to ``high`` of the two texts compared are the same."""
     low, step = 0, _FIRST
     while low < limit:  # chunks at C speed, growing, then halving within the first miss
         high = min(limit, low + step)
-        if a[i + low:i + high] != b[j + low:j + high]:
+        if not agree(low, high):
             while high - low > 1:
                 middle = (low + high) // 2
-                if a[i + low:i + middle] == b[j + low:j + middle]:
+                if agree(low, middle):
                     low = middle
                 else:
                     high = middle
             return low
         low, step = high, min(step * 2, _LARGEST)
     return limit
+
+
+def _common_run(a: str, i: int, b: str, j: int, limit: int) -> int:
+    """How many characters ``a[i:]`` and ``b[j:]`` have in common at their start, at most ``limit``."""
+    return _longest_agreement(lambda lo, hi: a[i + lo:i + hi] == b[j + lo:j + hi], limit)
 
 
 def _common_tail(a: str, b: str, limit: int) -> int:
     """The length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
     la, lb = len(a), len(b)
-    low, step = 0, _FIRST
-    while low < limit:
-        high = min(limit, low + step)
-        if a[la - high:la - low] != b[lb - high:lb - low]:
-            while high - low > 1:
-                middle = (low + high) // 2
-                if a[la - middle:la - low] == b[lb - middle:lb - low]:
-                    low = middle
-                else:
-                    high = middle
-            return low
-        low, step = high, min(step * 2, _LARGEST)
-    return limit
+    return _longest_agreement(lambda lo, hi: a[la - hi:la - lo] == b[lb - hi:lb - lo], limit)
 
 
 def _changed_lines(old: str, new: str) -> tuple[list[str], list[str]]:
