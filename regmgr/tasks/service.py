@@ -5,7 +5,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Optional
+from typing import Optional, TypeVar
 
 import gevent
 from gevent.event import Event
@@ -254,15 +254,23 @@ class _Checks:
             gevent.sleep(RECHECK_INTERVAL)
 
 
+_T = TypeVar("_T")
+
 #: The checks of each connection's services.
 _checks: weakref.WeakKeyDictionary[Connection, _Checks] = weakref.WeakKeyDictionary()
 
 
 def _checks_of(connection: Connection) -> _Checks:
-    checks = _checks.get(connection)
-    if checks is None:
-        checks = _checks[connection] = _Checks()
-    return checks
+    return _kept(_checks, connection, _Checks)
+
+
+def _kept(table: weakref.WeakKeyDictionary[Connection, _T], connection: Connection,
+          make: Callable[[], _T]) -> _T:
+    """``connection``'s entry of ``table``, made on first use (it goes with the connection)."""
+    value = table.get(connection)
+    if value is None:
+        value = table[connection] = make()
+    return value
 
 
 class _Turns:
@@ -304,10 +312,7 @@ _turns: weakref.WeakKeyDictionary[Connection, _Turns] = weakref.WeakKeyDictionar
 
 
 def _turns_of(connection: Connection) -> _Turns:
-    turns = _turns.get(connection)
-    if turns is None:
-        turns = _turns[connection] = _Turns()
-    return turns
+    return _kept(_turns, connection, _Turns)
 
 
 def _missing(connection: Connection, watched: list[tuple[Service, Registration]]
