@@ -648,7 +648,9 @@ def test_service_refresh_checks_that_it_is_still_listed(connection_factory, regi
     mgr = RegMgr(QuietEvents(connection_factory(registry_server)),
                  backoff=Backoff(initial=0.01, maximum=0.1))
     try:
-        svc = mgr.attach(Service("svc", {"a": 1}))
+        svc = Service("svc", {"a": 1})
+        svc.refresh()  # not registered (not even attached): nothing to check
+        mgr.attach(svc)
         eventually(lambda: svc.registered)
         entry = registry_server.registry.get("svc")
         registry_server.registry.remove(entry, entry.owner)
