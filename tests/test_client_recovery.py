@@ -7,6 +7,7 @@ is wrapped so that its first call raises, as a bug in a transport would.
 import time
 
 import gevent
+import gevent.event
 import pytest
 
 from regmgr import Backoff, Lookup, Monitor, RegMgr, Service, Styx
@@ -270,3 +271,127 @@ def test_a_service_restarted_while_the_line_is_full_is_not_lost(manager, registr
     eventually(lambda: svc not in _checks[manager.connection]._watched)  # its end was handled
     assert "lost" not in caplog.text
     assert len(_turns_of(manager.connection)._waiting) == 1
+
+
+def hold_end(registration):
+    """Keep ``registration``'s end report: return the list that gets its notify callback."""
+    real_notify = registration.notify
+    held = []
+
+    def notify(callback):
+        held.append(callback)
+        real_notify(lambda error: None)
+
+    registration.notify = notify
+    return held
+
+
+def in_hub(fn, *args):
+    """Run ``fn(*args)`` from the hub, as a registration reports its end; wait until done."""
+    done = []
+    gevent.get_hub().loop.run_callback(lambda: done.append(fn(*args)))
+    eventually(lambda: done)
+
+
+def test_the_late_end_of_a_replaced_registration_is_not_a_loss(manager_factory,
+                                                               registry_server, caplog, fast):
+    """A registration's end may be reported after the service has registered again
+    (detached and attached meanwhile): it is no loss, and the new registration stays."""
+    caplog.set_level("INFO", logger="regmgr")
+    mgr = manager_factory(registry_server, backoff=fast)
+    real_open_new = mgr.connection.open_new
+    opened, ends = [], []
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        if not opened:
+            ends.append(hold_end(registration))
+        opened.append(registration)
+        return registration
+
+    mgr.connection.open_new = open_new
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered and ends[0])
+    mgr.detach(svc)
+    mgr.attach(svc)
+    eventually(lambda: len(opened) == 2 and svc.registered)
+    in_hub(ends[0][0], ConnectionResetError("reported late"))
+    assert "lost" not in caplog.text
+    assert svc.registered and registry_server.index() == {"svc": {}}
+    assert [r.getMessage() for r in caplog.records if r.name == "regmgr"
+            and r.getMessage().startswith("service")] == ["service 'svc': registered"] * 2
+
+
+def test_a_failure_in_handling_a_registration_end_is_logged(manager_factory, registry_server,
+                                                            caplog, bug):
+    """The end of a registration is handled in the hub: a bug there (here the transport's
+    close() raises) is a logged traceback naming the service, not a dead hub callback."""
+    mgr = manager_factory(registry_server)
+    real_open_new = mgr.connection.open_new
+    opened, ends = [], []
+
+    def open_new(name, attrs=None):
+        registration = real_open_new(name, attrs)
+        ends.append(hold_end(registration))
+        opened.append(registration)
+        return registration
+
+    mgr.connection.open_new = open_new
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered and ends[0])
+    fail_once(opened[0], "close", bug)
+    in_hub(ends[0][0], ConnectionResetError("link broke"))
+    assert [r.getMessage() for r in caplog.records if r.exc_info and r.exc_info[1] is bug] == [
+        "Service('svc', {}): cannot handle the end of its registration"]
+    opened[0].close()  # the real one
+    eventually(lambda: registry_server.index() == {})
+
+
+def test_at_most_the_allowed_registrations_are_under_way(manager, registry_server,
+                                                          monkeypatch):
+    """However the turns end, no more than CONCURRENT_REGISTRATIONS first attempts run at once."""
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 2)
+    real_open_new = manager.connection.open_new
+    now, most = [0], [0]
+
+    def open_new(name, attrs=None):
+        now[0] += 1
+        most[0] = max(most[0], now[0])
+        try:
+            return real_open_new(name, attrs)
+        finally:
+            now[0] -= 1
+
+    manager.connection.open_new = open_new
+    services = [manager.attach(Service(f"s{i}")) for i in range(12)]
+    eventually(lambda: all(s.registered for s in services), timeout=20)
+    assert most[0] <= 2
+    assert len(registry_server.index()) == 12
+
+
+def test_a_lost_service_in_line_keeps_its_backoff_delay(manager_factory, registry_server,
+                                                         monkeypatch, caplog):
+    """A dropped service that must wait for a turn still waits its backoff delay (a fixed
+    2 s here) once its turn comes. A lower bound, so a busy machine cannot break it."""
+    monkeypatch.setattr("regmgr.tasks.service.CONCURRENT_REGISTRATIONS", 1)
+    mgr = manager_factory(registry_server, backoff=Backoff(initial=2.0, maximum=2.0,
+                                                           jitter=False))
+    svc = mgr.attach(Service("svc"))
+    eventually(lambda: svc.registered)
+    real_open_new = mgr.connection.open_new
+    gate = gevent.event.Event()
+
+    def open_new(name, attrs=None):
+        if name == "blocker":
+            gate.wait()  # holds the only turn
+        return real_open_new(name, attrs)
+
+    mgr.connection.open_new = open_new
+    blocker = mgr.attach(Service("blocker"))
+    entry = registry_server.registry.get("svc")
+    registry_server.registry.remove(entry, entry.owner)
+    eventually(lambda: "Service('svc', {}): lost:" in caplog.text, timeout=10)
+    released = time.monotonic()
+    gate.set()
+    eventually(lambda: svc.registered and blocker.registered, timeout=20)
+    assert time.monotonic() - released >= 2.0

@@ -6,7 +6,7 @@ import gevent.socket
 import pytest
 from gevent.server import StreamServer
 
-from regmgr import TCP, Lookup, Monitor, RegMgr, Service, Styx
+from regmgr import TCP, Backoff, Lookup, Monitor, RegMgr, Service, Styx
 from serverutil import Relay, eventually, register
 
 
@@ -86,7 +86,7 @@ def test_service_attribute_types():
     for bad in ({"a": None}, {"a": b"x"}, {"a": True}, {1: "x"}):
         with pytest.raises(TypeError):
             Service("s", bad)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^service name must be str, not bytes$"):
         Service(b"s")
     with pytest.raises(TypeError):
         Service("s").update({"a": ["x"]})
@@ -190,6 +190,38 @@ def test_service_notices_it_was_removed(manager, registry_server):
     eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=10)
     assert registry_server.index() == {"svc": {"a": "1"}}
     eventually(lambda: svc.registered)
+
+
+def test_a_service_dropped_by_the_registry_says_so_and_waits_its_turn(
+        manager_factory, registry_server, caplog):
+    """Removed from the registry (not by its owner): one warning that names the service and
+    says why; until it registers again (an hour away here) it is not registered and a
+    refresh() (the Task protocol allows one at any time) is harmless."""
+    mgr = manager_factory(registry_server, backoff=Backoff(initial=3600, maximum=3600))
+    svc = mgr.attach(Service("svc", {"a": 1}))
+    eventually(lambda: svc.registered)
+    entry = registry_server.registry.get("svc")
+    registry_server.registry.remove(entry, entry.owner)
+    eventually(lambda: ": lost:" in caplog.text, timeout=10)
+    assert [r.getMessage() for r in caplog.records if ": lost:" in r.getMessage()] == [
+        "Service('svc', {'a': '1'}): lost: no longer listed by the registry"]
+    assert not svc.registered
+    svc.refresh()
+    assert registry_server.index() == {}
+
+
+def test_a_detached_service_leaves_the_others_checked(manager, registry_server):
+    """The check of a connection's services goes on while any of them is registered."""
+    gone = manager.attach(Service("gone"))
+    kept = manager.attach(Service("kept", {"a": 1}))
+    eventually(lambda: gone.registered and kept.registered)
+    manager.detach(gone)
+    eventually(lambda: registry_server.index() == {"kept": {"a": "1"}})
+    entry = registry_server.registry.get("kept")
+    registry_server.registry.remove(entry, entry.owner)
+    eventually(lambda: registry_server.registry.get("kept") not in (None, entry), timeout=10)
+    assert registry_server.index() == {"kept": {"a": "1"}}
+    eventually(lambda: kept.registered)
 
 
 # -- Lookup -----------------------------------------------------------------
@@ -430,6 +462,21 @@ def test_the_checks_filter_keeps_to_what_a_session_can_write():
     assert _common([{"proto": "http", "n": "1"}, {"proto": "http", "n": "2"}]) == {"proto": "http"}
 
 
+def test_the_checks_filter_is_cut_at_its_exact_edge():
+    """Pairs are kept in order while the filter line the find sends (newline included)
+    stays within CHECK_FILTER characters: a pair that just fits is kept, one character
+    more and it is left out (the pairs before it are kept)."""
+    from regmgr.tasks.service import CHECK_FILTER, _common
+    from regmgr.wire import format_attrs
+
+    for extra in (0, 1):
+        attrs = {"a": "1", "bb": "2", "cc": "x" * (CHECK_FILTER - 13 + extra)}
+        assert len(format_attrs(attrs) + "\n") == CHECK_FILTER + extra
+        expected = attrs if not extra else {"a": "1", "bb": "2"}
+        assert _common([attrs]) == expected
+        assert _common([attrs, {"z": "9", **attrs}]) == expected
+
+
 def test_monitor_applies_a_deletion_and_additions_seen_in_one_find(manager, registry_server,
                                                                     events):
     """A find that misses one service and lists new ones reports every addition at once
@@ -463,3 +510,152 @@ def test_a_service_detached_as_its_registration_completes_leaves_nothing_registe
     service = manager.attach(Service("late"))
     eventually(lambda: opened and registry_server.index() == {})
     assert not service.registered and service.manager is None
+
+
+class FindOnly:
+    """A real connection seen through the Connection protocol alone: it offers no
+    ``find_text``, which the protocol leaves optional."""
+
+    def __init__(self, connection):
+        self._connection = connection
+
+    def open_event(self):
+        return self._connection.open_event()
+
+    def open_new(self, name, attrs=None):
+        return self._connection.open_new(name, attrs)
+
+    def find(self, attrs=None):
+        return self._connection.find(attrs)
+
+
+def test_monitor_on_a_connection_without_find_text(connection_factory, registry_server, events):
+    """The Monitor falls back on find(): the same filter, additions, changes and deletions."""
+    mgr = RegMgr(FindOnly(connection_factory(registry_server)))
+    try:
+        monitor = mgr.attach(events.monitor({"proto": "http"}))
+        web = mgr.attach(Service("web", {"proto": "http"}))
+        other = mgr.attach(Service("other", {"proto": "ssh"}))
+        eventually(lambda: events.log == [("add", "web", {"proto": "http"})])
+        eventually(lambda: other.registered)
+        mgr.attach(Service("marker", {"proto": "http"}))  # a find after other's registration
+        eventually(lambda: len(events.log) == 2)
+        assert events.log[1] == ("add", "marker", {"proto": "http"})
+        web.update({"n": 1})
+        eventually(lambda: len(events.log) == 3)
+        assert events.log[2] == ("mod", "web", {"proto": "http", "n": "1"})
+        mgr.detach(web)
+        eventually(lambda: len(events.log) == 4)
+        assert events.log[3] == ("del", "web", {"proto": "http", "n": "1"})
+        assert monitor.services == {"marker": {"proto": "http"}} and not monitor.stale
+    finally:
+        mgr.close()
+
+
+def test_monitor_on_stale_errors_are_logged(manager, caplog):
+    def on_stale(stale):
+        raise RuntimeError("on_stale bug")
+
+    monitor = manager.attach(Monitor(on_stale=on_stale))
+    eventually(lambda: not monitor.stale)
+    manager.detach(monitor)
+    assert monitor.stale
+    assert [(r.getMessage(), str(r.exc_info[1])) for r in caplog.records if r.exc_info] == [
+        (f"monitor on_stale {on_stale!r} raised; ignored", "on_stale bug")] * 2
+
+
+def test_stopping_an_idle_monitor_ends_its_worker(manager):
+    """A monitor that has delivered no callback yet (nothing matches) is stopped at once."""
+    workers = []
+    monitor = manager.attach(Monitor({"no": "match"},
+                                     on_stale=lambda stale: workers.append(gevent.getcurrent())))
+    eventually(lambda: not monitor.stale)
+    manager.detach(monitor)
+    eventually(lambda: workers[0].dead)
+
+
+def test_a_task_can_be_stopped_from_the_hub(manager, caplog):
+    """The Task protocol: stop() never blocks, so code that runs in the hub (a
+    registration's notify callback, a finalizer) may detach a task."""
+    workers = []
+    monitor = manager.attach(Monitor(on_stale=lambda stale: workers.append(gevent.getcurrent())))
+    eventually(lambda: not monitor.stale)
+    detached = []
+    gevent.get_hub().loop.run_callback(lambda: detached.append(manager.detach(monitor)))
+    eventually(lambda: detached)
+    assert monitor.stale and monitor.manager is None
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    eventually(lambda: workers[0].dead)
+
+
+def test_a_monitor_restarted_during_a_callback_keeps_one_worker(manager, registry_server):
+    """Detached and attached again while a callback runs: the old worker leaves after the
+    callback, and the new one delivers what comes next."""
+    socks = [register(registry_server, b"a k v\n")]
+    eventually(lambda: "a" in registry_server.index())
+    entered, release = gevent.event.Event(), gevent.event.Event()
+    calls = []  # (name, the worker that delivered it)
+
+    def on_add(name, attrs):
+        calls.append((name, gevent.getcurrent()))
+        if name == "a":
+            entered.set()
+            release.wait()
+
+    monitor = manager.attach(Monitor({"k": "v"}, on_add=on_add))
+    assert entered.wait(5)
+    manager.detach(monitor)
+    manager.attach(monitor)
+    release.set()
+    old = calls[0][1]
+    eventually(lambda: old.dead)
+    socks.append(register(registry_server, b"b k v\n"))
+    eventually(lambda: len(calls) == 2)
+    assert calls[1][0] == "b" and calls[1][1] is not old
+    assert set(monitor.services) == {"a", "b"}
+    for sock in socks:
+        sock.close()
+
+
+class QuietEvents(FindOnly):
+    """A real connection whose event stream connects but reports no change (as one that
+    lags far behind would): only an explicit refresh() makes the tasks look."""
+
+    def open_event(self):
+        return _Quiet(self._connection.open_event())
+
+    def find_text(self, attrs=None):
+        return self._connection.find_text(attrs)
+
+
+class _Quiet:
+    def __init__(self, stream):
+        self._stream = stream
+        self._closed = gevent.event.Event()
+
+    def wait(self):
+        self._closed.wait()
+        raise ConnectionError("event stream closed")
+
+    def close(self):
+        self._closed.set()
+        self._stream.close()
+
+
+def test_service_refresh_checks_that_it_is_still_listed(connection_factory, registry_server):
+    """The Task protocol's refresh(): "the registry changed" makes a registered Service check
+    that it is listed, and register again if it is not."""
+    mgr = RegMgr(QuietEvents(connection_factory(registry_server)),
+                 backoff=Backoff(initial=0.01, maximum=0.1))
+    try:
+        svc = mgr.attach(Service("svc", {"a": 1}))
+        eventually(lambda: svc.registered)
+        entry = registry_server.registry.get("svc")
+        registry_server.registry.remove(entry, entry.owner)
+        assert registry_server.index() == {} and svc.registered  # no event: nobody looked
+        svc.refresh()
+        eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=10)
+        eventually(lambda: svc.registered)
+        assert registry_server.index() == {"svc": {"a": "1"}}
+    finally:
+        mgr.close()
