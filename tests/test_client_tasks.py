@@ -462,6 +462,21 @@ def test_the_checks_filter_keeps_to_what_a_session_can_write():
     assert _common([{"proto": "http", "n": "1"}, {"proto": "http", "n": "2"}]) == {"proto": "http"}
 
 
+def test_the_checks_filter_is_cut_at_its_exact_edge():
+    """Pairs are kept in order while the filter line the find sends (newline included)
+    stays within CHECK_FILTER characters: a pair that just fits is kept, one character
+    more and it is left out (the pairs before it are kept)."""
+    from regmgr.tasks.service import CHECK_FILTER, _common
+    from regmgr.wire import format_attrs
+
+    for extra in (0, 1):
+        attrs = {"a": "1", "bb": "2", "cc": "x" * (CHECK_FILTER - 13 + extra)}
+        assert len(format_attrs(attrs) + "\n") == CHECK_FILTER + extra
+        expected = attrs if not extra else {"a": "1", "bb": "2"}
+        assert _common([attrs]) == expected
+        assert _common([attrs, {"z": "9", **attrs}]) == expected
+
+
 def test_monitor_applies_a_deletion_and_additions_seen_in_one_find(manager, registry_server,
                                                                     events):
     """A find that misses one service and lists new ones reports every addition at once
@@ -600,3 +615,47 @@ def test_a_monitor_restarted_during_a_callback_keeps_one_worker(manager, registr
     assert set(monitor.services) == {"a", "b"}
     for sock in socks:
         sock.close()
+
+
+class QuietEvents(FindOnly):
+    """A real connection whose event stream connects but reports no change (as one that
+    lags far behind would): only an explicit refresh() makes the tasks look."""
+
+    def open_event(self):
+        return _Quiet(self._connection.open_event())
+
+    def find_text(self, attrs=None):
+        return self._connection.find_text(attrs)
+
+
+class _Quiet:
+    def __init__(self, stream):
+        self._stream = stream
+        self._closed = gevent.event.Event()
+
+    def wait(self):
+        self._closed.wait()
+        raise ConnectionError("event stream closed")
+
+    def close(self):
+        self._closed.set()
+        self._stream.close()
+
+
+def test_service_refresh_checks_that_it_is_still_listed(connection_factory, registry_server):
+    """The Task protocol's refresh(): "the registry changed" makes a registered Service check
+    that it is listed, and register again if it is not."""
+    mgr = RegMgr(QuietEvents(connection_factory(registry_server)),
+                 backoff=Backoff(initial=0.01, maximum=0.1))
+    try:
+        svc = mgr.attach(Service("svc", {"a": 1}))
+        eventually(lambda: svc.registered)
+        entry = registry_server.registry.get("svc")
+        registry_server.registry.remove(entry, entry.owner)
+        assert registry_server.index() == {} and svc.registered  # no event: nobody looked
+        svc.refresh()
+        eventually(lambda: registry_server.registry.get("svc") not in (None, entry), timeout=10)
+        eventually(lambda: svc.registered)
+        assert registry_server.index() == {"svc": {"a": "1"}}
+    finally:
+        mgr.close()
