@@ -6,6 +6,13 @@ back in step. The default cap, 0.45 s, means a registry that is back is
 used within about half a second whatever the outage lasted, at the cost of
 2.2 to 4.4 connection attempts per second per client while it is down
 (each a refused or unanswered connect: cheap for the registry host).
+
+The default factor, 1.25, keeps the retries close together while a
+restart is likely to finish: a registry process takes some 0.1-0.4 s to
+come back, and a client waits, on average, half the gap between two
+retries at that moment. With doubling (0.05, 0.1, 0.2, 0.4 s) those gaps
+were 0.1-0.4 s; growing by a quarter they are 0.05-0.12 s, for about 10
+attempts in the first 1.3 s instead of 5.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ class Backoff:
     """
 
     initial: float = 0.05
-    factor: float = 2.0
+    factor: float = 1.25
     maximum: float = 0.45
     jitter: bool = True
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence, Union
 import gevent
 from gevent.event import Event
 
-from . import __version__
 from .errors import TRANSIENT_ERRORS, RegmgrError
 from .wire import format_service
 
@@ -304,13 +303,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: looks the installed version up only when asked, so that
+    the other commands (``serve`` above all) start without importlib.metadata."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS,
+                 help: str = "show program's version number and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: Optional[str] = None) -> NoReturn:
+        from . import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .limits import Limits
     from .server.listen import DEFAULT_KEEPALIVE
 
     parser = _Parser(
         prog="regmgr", description="Inferno registry(4) client and embedded server.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run an embedded registry in the foreground",

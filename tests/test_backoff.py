@@ -12,7 +12,7 @@ def first(backoff, n):
 
 
 def test_defaults():
-    assert Backoff() == Backoff(initial=0.05, factor=2.0, maximum=0.45, jitter=True)
+    assert Backoff() == Backoff(initial=0.05, factor=1.25, maximum=0.45, jitter=True)
 
 
 def test_exponential_then_capped_without_jitter():
@@ -24,7 +24,7 @@ def test_exponential_then_capped_without_jitter():
 def test_jitter_draws_from_the_upper_half_of_each_delay():
     random.seed(7)
     steps = [0.05, 0.1, 0.2, 0.4, 0.45, 0.45]
-    draws = [first(Backoff(), 6) for _ in range(200)]
+    draws = [first(Backoff(factor=2.0), 6) for _ in range(200)]
     for column, delay in zip(zip(*draws), steps):
         assert all(delay / 2 <= d <= delay for d in column)
         assert min(column) < delay * 0.6 and max(column) > delay * 0.9  # spread, not fixed
@@ -32,7 +32,7 @@ def test_jitter_draws_from_the_upper_half_of_each_delay():
 
 def test_each_run_starts_again_from_initial():
     backoff = Backoff(jitter=False)
-    assert first(backoff, 3) == first(backoff, 3) == [0.05, 0.1, 0.2]
+    assert first(backoff, 3) == first(backoff, 3) == [0.05, 0.0625, 0.078125]
 
 
 @pytest.mark.parametrize("kwargs, says", [

@@ -31,7 +31,7 @@ def test_backoff_grows_to_the_cap_and_starts_fast():
     delays = Backoff(initial=0.05, factor=2, maximum=0.3, jitter=False).delays()
     assert list(itertools.islice(delays, 5)) == [0.05, 0.1, 0.2, 0.3, 0.3]
     for n, delay in enumerate(itertools.islice(Backoff(maximum=1).delays(), 50)):
-        nominal = min(0.05 * 2 ** n, 1)
+        nominal = min(0.05 * 1.25 ** n, 1)
         assert nominal / 2 <= delay <= nominal
 
 

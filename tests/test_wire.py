@@ -163,3 +163,65 @@ def test_bad_listings_say_what_is_wrong(text, says):
 def test_listing_words_split_on_blank_tab_and_newline_only(text, services):
     """registry4.md §2: words are separated by blank, tab or newline, and nothing else."""
     assert parse_services(text) == services
+
+
+# -- a listing whose lines all hold the same number of words (wire._parse_same_width) --
+
+def _no_line_loop(monkeypatch):
+    """Make the per-line parser fail, so a test sees which path a listing takes."""
+    import regmgr.wire
+
+    def refuse(lines):
+        raise AssertionError(f"parsed line by line: {lines!r}")
+    monkeypatch.setattr(regmgr.wire, "_parse_lines", refuse)
+
+
+@pytest.mark.parametrize("text, services", [
+    ("a k 1 l 2 m 3\nb k 4 l 5 m 6\n", {"a": {"k": "1", "l": "2", "m": "3"},
+                                        "b": {"k": "4", "l": "5", "m": "6"}}),
+    ("a k 1\nb l 2\nc m 3\n", {"a": {"k": "1"}, "b": {"l": "2"}, "c": {"m": "3"}}),
+    ("a\nb\n", {"a": {}, "b": {}}),
+])
+def test_lines_of_one_width_are_parsed_without_a_loop_per_line(monkeypatch, text, services):
+    from regmgr.wire import _parse_plain
+    _no_line_loop(monkeypatch)
+    parsed = _parse_plain(text)
+    assert parsed == services
+    assert list(parsed) == list(services)  # in listing order
+
+
+def test_lines_of_other_widths_are_parsed_one_by_one():
+    from regmgr.wire import _parse_plain
+    assert _parse_plain("a k 1\nb\nc k 2 l 3\n") == {"a": {"k": "1"}, "b": {}, "c": {"k": "2", "l": "3"}}
+
+
+@pytest.mark.parametrize("lines, width", [
+    (["a k 1", "a k 2"], 3),     # a name listed twice
+    (["a  1", "b k 2"], 3),      # an empty word
+    (["a k", "b l"], 2),         # an even number of words
+    (["a k 1 l", "b k 2 l"], 4),
+])
+def test_one_width_refuses_what_the_line_loop_refuses(lines, width):
+    from regmgr.wire import _parse_lines, _parse_same_width
+    assert _parse_same_width(lines, width) is None
+    assert _parse_lines(lines) is None
+
+
+@pytest.mark.parametrize("text, says", [
+    ("a k 1\na k 2\n", "service listed twice: 'a k 2\\n'"),
+    ("a  1\nb k 2\n", "malformed service line: 'a  1\\n'"),
+    ("a k\nb l\n", "malformed service line: 'a k\\n'"),
+])
+def test_one_width_listing_errors_name_the_line(text, says):
+    with pytest.raises(ProtocolError) as error:
+        parse_services(text)
+    assert str(error.value) == says
+
+
+@given(st.integers(min_value=0, max_value=5).flatmap(lambda blanks: st.lists(
+    st.lists(st.text(alphabet="ab", max_size=2), min_size=blanks + 1, max_size=blanks + 1)
+    .map(" ".join), min_size=1, max_size=8).map(lambda lines: (lines, blanks + 1))))
+def test_one_width_agrees_with_the_line_loop(case):
+    from regmgr.wire import _parse_lines, _parse_same_width
+    lines, width = case
+    assert _parse_same_width(lines, width) == _parse_lines(lines)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Optional, TypeVar, Union
 
 from ..limits import DEFAULT_LIMITS, Limits
 from .db import load_db
 from .listen import DEFAULT_KEEPALIVE
 from .store import ManagedStore, MemoryStore, open_store
-from .styx import StyxServer
 from .tcp import TCPGateway
+
+if TYPE_CHECKING:
+    from .styx import StyxServer
 
 log = logging.getLogger("regmgr.server")
 
@@ -119,6 +121,10 @@ class EmbeddedRegistry:
                              name_timeout=self.request_timeout, find_timeout=self.request_timeout)
         gateway.start()
         if self._styx_port is not None:
+            # Imported here: the Styx codec is loaded only if Styx is served, and
+            # only once the gateway ports already take connections.
+            from .styx import StyxServer
+
             styx = StyxServer(self.registry, self.host, self._styx_port, keepalive=self.keepalive,
                               version_timeout=self.request_timeout)
             try:
