@@ -125,3 +125,94 @@ def test_removed_services_are_not_kept_for_the_next_full_listing():
         registry.release(svc)
         assert registry.find([("a", "1")]) == ""
     assert len(registry._index.touched) <= 1  # "kept" at most
+
+
+def test_unnamed_services_never_appear():
+    """registry4.md §4: services opened on ``new`` and not yet named are in no listing."""
+    registry = Registry()
+    first = registry.create("me")
+    registry.write(first, "s1 a 1")
+    registry.create("me")  # opened, never written
+    refused = registry.create("me")
+    try:
+        registry.write(refused, "index a 1")  # bad service name: stays unnamed (§3)
+    except RegistryError:
+        pass
+    registry.write(registry.create("me"), "s2 a 1")
+    assert registry.index() == "s1 a 1\ns2 a 1\n"
+    assert registry.find([("a", "1")]) == "s1 a 1\ns2 a 1\n"
+    registry.write(refused, "s3 a 2")  # named at last: listed in its slot
+    assert registry.index() == "s1 a 1\ns3 a 2\ns2 a 1\n"
+
+
+def computing(registry, monkeypatch):
+    """The filters ``registry`` computes a listing for (not answered from memory), in order."""
+    computed = []
+    listing = registry._listing
+
+    def counted(pairs):
+        computed.append(tuple(pairs))
+        return listing(pairs)
+
+    monkeypatch.setattr(registry, "_listing", counted)
+    return computed
+
+
+def test_a_find_asked_again_of_an_unchanged_registry_is_answered_from_memory(monkeypatch):
+    """Monitors all find after each event, often with one filter: computed once per change."""
+    registry = Registry()
+    svc = registry.create("me")
+    registry.write(svc, "s a 1 b 2 c 3")
+    registry.write(registry.create("me"), "t a 1")
+    computed = computing(registry, monkeypatch)
+    for _ in range(3):
+        assert registry.find([("a", "1")]) == "s c 3 b 2 a 1\nt a 1\n"
+        assert registry.find([]) == "s c 3 b 2 a 1\nt a 1\n"
+    assert computed == [(("a", "1"),), ()]
+    registry.write(svc, "a 1")  # the same value, but the order changes (registry4.md §3)
+    assert registry.find([("a", "1")]) == "s b 2 c 3 a 1\nt a 1\n"
+    assert registry.find([("a", "1")]) == "s b 2 c 3 a 1\nt a 1\n"
+    assert computed == [(("a", "1"),), (), (("a", "1"),)]
+
+
+def one_line_filters(registry, count):
+    """``count`` filters each listing one service of ``registry``: a line of 9 characters."""
+    for i in range(count):
+        registry.write(registry.create("me"), f"s{i:02} k {i:02}")
+    return [[("k", f"{i:02}")] for i in range(count)]
+
+
+def test_kept_listings_stay_within_both_caps(monkeypatch):
+    """However many filters are asked, what is kept for them stays within its caps."""
+    registry = Registry()
+    queries = one_line_filters(registry, 12)
+    for finds, chars in ((3, 1000), (1000, 30)):
+        monkeypatch.setattr(state, "_CACHED_FINDS", finds)
+        monkeypatch.setattr(state, "_CACHED_CHARS", chars)
+        registry.write(registry.get("s00"), "x 1")  # a change: nothing kept
+        for _ in range(2):
+            for i, query in enumerate(queries):
+                assert registry.find(query) == walk(registry, query)
+                kept = registry._found
+                assert len(kept) <= finds and sum(map(len, kept.values())) <= chars, (i, kept)
+
+
+def test_listings_that_fill_the_character_cap_exactly_are_all_kept(monkeypatch):
+    """At most 27 characters kept: three 9-character listings fit, a fourth starts anew."""
+    registry = Registry()
+    queries = one_line_filters(registry, 6)
+    monkeypatch.setattr(state, "_CACHED_CHARS", 27)
+    computed = computing(registry, monkeypatch)
+    for group in (queries[:3], queries[3:]):  # the second after the cap dropped the first
+        for _ in range(2):
+            for query in group:
+                assert registry.find(query) == walk(registry, query)
+    assert computed == [tuple(query) for query in queries]
+
+
+def test_more_filters_than_are_kept_still_list_right():
+    registry = Registry()
+    queries = one_line_filters(registry, 100)
+    for _ in range(2):
+        for query in queries + [[("k", "*")], []]:
+            assert registry.find(query) == walk(registry, query)
