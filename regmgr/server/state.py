@@ -406,7 +406,8 @@ class Registry:
             lines = self._lines
             for svc in touched:
                 if not svc.removed:  # a removed one's slot may be another's now
-                    lines[svc.slot] = svc.line if svc.name is not None else ""
+                    # Named: only named services hold attributes (see _listing).
+                    lines[svc.slot] = svc.line
                     self._stale(svc.slot)
             touched.clear()
         return self._lines
