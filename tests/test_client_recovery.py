@@ -59,22 +59,30 @@ def test_service_survives_a_failing_open_new(manager_factory, registry_server, c
     assert logged(caplog, bug, "Service('svc', {'a': '1'})")
 
 
-def test_service_survives_a_failing_registration(manager_factory, registry_server, caplog,
-                                                 fast):
-    """A registration whose notify() raises a TypeError: the service registers again."""
-    mgr = manager_factory(registry_server, backoff=fast)
-    bug = TypeError("injected bug in notify")
+def on_each_registration(mgr, prepare, *, first_only=False):
+    """Hand each registration ``mgr`` opens (or only the first) to ``prepare(registration)``
+    before the Service sees it; return the list of all of them, in order."""
     real_open_new = mgr.connection.open_new
     opened = []
 
     def open_new(name, attrs=None):
         registration = real_open_new(name, attrs)
-        if not opened:
-            fail_once(registration, "notify", bug)
+        if not (first_only and opened):
+            prepare(registration)
         opened.append(registration)
         return registration
 
     mgr.connection.open_new = open_new
+    return opened
+
+
+def test_service_survives_a_failing_registration(manager_factory, registry_server, caplog,
+                                                 fast):
+    """A registration whose notify() raises a TypeError: the service registers again."""
+    mgr = manager_factory(registry_server, backoff=fast)
+    bug = TypeError("injected bug in notify")
+    opened = on_each_registration(
+        mgr, lambda registration: fail_once(registration, "notify", bug), first_only=True)
     svc = mgr.attach(Service("svc"))
     eventually(lambda: len(opened) == 2 and svc.registered)
     assert registry_server.index() == {"svc": {}}
@@ -85,21 +93,15 @@ def test_service_survives_a_registration_ended_by_a_bug(manager_factory, registr
                                                         caplog, fast):
     """A registration that reports its end with an unexpected error: registered again."""
     mgr = manager_factory(registry_server, backoff=fast)
-    real_open_new = mgr.connection.open_new
-    opened = []
 
-    def open_new(name, attrs=None):
-        registration = real_open_new(name, attrs)
-        opened.append(registration)
-        if len(opened) == 1:
-            real_notify = registration.notify
-            bug = UnicodeEncodeError("utf-8", "", 0, 1, "bug")
-            registration.notify = lambda callback: (
-                real_notify(lambda error: None),  # from the hub, as the protocol says:
-                gevent.get_hub().loop.run_callback(callback, bug))
-        return registration
+    def end_by_a_bug(registration):
+        real_notify = registration.notify
+        bug = UnicodeEncodeError("utf-8", "", 0, 1, "bug")
+        registration.notify = lambda callback: (
+            real_notify(lambda error: None),  # from the hub, as the protocol says:
+            gevent.get_hub().loop.run_callback(callback, bug))
 
-    mgr.connection.open_new = open_new
+    opened = on_each_registration(mgr, end_by_a_bug, first_only=True)
     svc = mgr.attach(Service("svc"))
     eventually(lambda: len(opened) == 2 and svc.registered)
     assert registry_server.index() == {"svc": {}}
@@ -196,14 +198,7 @@ def test_a_registration_whose_notify_fails_is_not_registered(manager_factory, re
     """Until the next attempt (an hour away here) the service says it is not registered."""
     mgr = manager_factory(registry_server, backoff=Backoff(initial=3600, maximum=3600))
     bug = TypeError("injected bug in notify")
-    real_open_new = mgr.connection.open_new
-
-    def open_new(name, attrs=None):
-        registration = real_open_new(name, attrs)
-        fail_once(registration, "notify", bug)
-        return registration
-
-    mgr.connection.open_new = open_new
+    on_each_registration(mgr, lambda registration: fail_once(registration, "notify", bug))
     svc = mgr.attach(Service("svc"))
     eventually(lambda: logged(caplog, bug, "Service('svc', {})"))
     assert not svc.registered
@@ -299,17 +294,9 @@ def test_the_late_end_of_a_replaced_registration_is_not_a_loss(manager_factory,
     (detached and attached meanwhile): it is no loss, and the new registration stays."""
     caplog.set_level("INFO", logger="regmgr")
     mgr = manager_factory(registry_server, backoff=fast)
-    real_open_new = mgr.connection.open_new
-    opened, ends = [], []
-
-    def open_new(name, attrs=None):
-        registration = real_open_new(name, attrs)
-        if not opened:
-            ends.append(hold_end(registration))
-        opened.append(registration)
-        return registration
-
-    mgr.connection.open_new = open_new
+    ends = []
+    opened = on_each_registration(
+        mgr, lambda registration: ends.append(hold_end(registration)), first_only=True)
     svc = mgr.attach(Service("svc"))
     eventually(lambda: svc.registered and ends[0])
     mgr.detach(svc)
@@ -327,16 +314,8 @@ def test_a_failure_in_handling_a_registration_end_is_logged(manager_factory, reg
     """The end of a registration is handled in the hub: a bug there (here the transport's
     close() raises) is a logged traceback naming the service, not a dead hub callback."""
     mgr = manager_factory(registry_server)
-    real_open_new = mgr.connection.open_new
-    opened, ends = [], []
-
-    def open_new(name, attrs=None):
-        registration = real_open_new(name, attrs)
-        ends.append(hold_end(registration))
-        opened.append(registration)
-        return registration
-
-    mgr.connection.open_new = open_new
+    ends = []
+    opened = on_each_registration(mgr, lambda registration: ends.append(hold_end(registration)))
     svc = mgr.attach(Service("svc"))
     eventually(lambda: svc.registered and ends[0])
     fail_once(opened[0], "close", bug)

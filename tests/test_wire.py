@@ -144,6 +144,10 @@ def test_unquote_fast_path_is_inferno_s_scan(text):
     # cut after a whole line, whatever the fragment (mutmut's marker XXXX included)
     ("s\nt", "service listing does not end with a newline: 't'"),
     ("s\nXXXX", "service listing does not end with a newline: 'XXXX'"),
+    # lines of one width (wire._parse_same_width) name the line at fault too
+    ("a k 1\na k 2\n", "service listed twice: 'a k 2\\n'"),
+    ("a  1\nb k 2\n", "malformed service line: 'a  1\\n'"),
+    ("a k\nb l\n", "malformed service line: 'a k\\n'"),
 ])
 def test_bad_listings_say_what_is_wrong(text, says):
     # plain and quoted listings take different paths: both name the fault
@@ -205,17 +209,6 @@ def test_one_width_refuses_what_the_line_loop_refuses(lines, width):
     from regmgr.wire import _parse_lines, _parse_same_width
     assert _parse_same_width(lines, width) is None
     assert _parse_lines(lines) is None
-
-
-@pytest.mark.parametrize("text, says", [
-    ("a k 1\na k 2\n", "service listed twice: 'a k 2\\n'"),
-    ("a  1\nb k 2\n", "malformed service line: 'a  1\\n'"),
-    ("a k\nb l\n", "malformed service line: 'a k\\n'"),
-])
-def test_one_width_listing_errors_name_the_line(text, says):
-    with pytest.raises(ProtocolError) as error:
-        parse_services(text)
-    assert str(error.value) == says
 
 
 @given(st.integers(min_value=0, max_value=5).flatmap(lambda blanks: st.lists(
